@@ -1,0 +1,4 @@
+//! The billing function over HTTP, against its own in-memory DynamoDB engine.
+
+mod auth;
+mod tiers;

@@ -1,0 +1,3 @@
+//! The credits function over HTTP, against its own in-memory DynamoDB engine.
+
+mod packs;

@@ -1,0 +1,110 @@
+//! API-key authentication: `Authorization: Bearer hi_live_…|hi_test_…` → SHA-256 → ApiKeys
+//! item → account. A warm instance caches found keys for a short TTL, saving a read per
+//! request; a revoked key is therefore refused at the latest `CACHE_TTL` after revocation.
+
+use crate::config::Stage;
+use crate::error::ApiError;
+use crate::keys::{AccountId, ApiKey, KeyRecord};
+use crate::state::AppState;
+use crate::store::Store;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use std::time::Duration;
+
+/// How long a warm instance trusts a key it has read. ≤ 60 s by design.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_CAPACITY: u64 = 10_000;
+
+/// The authenticated caller. Taking it as a handler argument is what makes a route private.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub mode: Stage,
+}
+
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    stage: Stage,
+    cache: moka::sync::Cache<String, KeyRecord>,
+}
+
+impl Authenticator {
+    pub fn new(stage: Stage) -> Self {
+        Self::with_ttl(stage, CACHE_TTL)
+    }
+
+    pub fn with_ttl(stage: Stage, ttl: Duration) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .time_to_live(ttl)
+            .build();
+        Self { stage, cache }
+    }
+
+    /// Checks an `Authorization` header value. Only keys that exist are cached: a key
+    /// issued a moment ago works at once.
+    pub async fn authenticate(
+        &self,
+        store: &Store,
+        header: Option<&str>,
+    ) -> Result<Account, ApiError> {
+        let header = header
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .ok_or(ApiError::MissingApiKey)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::InvalidApiKey(
+                    "The Authorization header must be `Bearer <API key>`.".into(),
+                )
+            })?;
+        let key = ApiKey::parse(token)
+            .map_err(|e| ApiError::InvalidApiKey(format!("Malformed API key: {e}.")))?;
+        if key.mode() != self.stage {
+            return Err(ApiError::InvalidApiKey(format!(
+                "This is a {key_mode}-mode key (hi_{key_mode}_…), but this deployment serves {stage} mode: use a hi_{stage}_ key.",
+                key_mode = key.mode().as_str(),
+                stage = self.stage.as_str(),
+            )));
+        }
+        let hash = key.hash();
+        let record = match self.cache.get(&hash) {
+            Some(record) => record,
+            None => {
+                let record = store
+                    .api_key(&hash)
+                    .await?
+                    .ok_or_else(|| ApiError::InvalidApiKey("Invalid API key.".into()))?;
+                self.cache.insert(hash, record.clone());
+                record
+            }
+        };
+        if record.revoked_at.is_some() {
+            return Err(ApiError::InvalidApiKey(
+                "This API key has been revoked.".into(),
+            ));
+        }
+        Ok(Account {
+            id: record.account_id,
+            mode: record.mode,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for Account {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = match parts.headers.get(AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::InvalidApiKey("The Authorization header is not valid text.".into())
+            })?),
+        };
+        state.auth.authenticate(&state.store, header).await
+    }
+}

@@ -1,0 +1,275 @@
+//! The catalog as data: subscription tiers, credit packs and the single report, with prices
+//! in integer cents. Handlers render these; nothing else states a price or a limit.
+
+use serde::{Deserialize, Serialize};
+
+pub const CURRENCY: &str = "USD";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+#[derive(Debug)]
+pub struct TierInfo {
+    pub tier: Tier,
+    pub name: &'static str,
+    pub price_cents: i64,
+    pub interval: &'static str,
+    pub features: &'static [&'static str],
+    /// Analyses per billing period; `None` is unlimited.
+    pub analyses_limit: Option<u32>,
+    /// Chat messages per billing period; `None` is unlimited.
+    pub chat_messages_limit: Option<u32>,
+    /// Stripe's price for the paid tiers.
+    pub stripe_price_id: Option<&'static str>,
+}
+
+/// In the order the API lists them.
+pub const TIERS: [TierInfo; 3] = [
+    TierInfo {
+        tier: Tier::Free,
+        name: "Free Trial",
+        price_cents: 0,
+        interval: "month",
+        features: &["1 analysis per month", "50 chat messages", "Basic support"],
+        analyses_limit: Some(1),
+        chat_messages_limit: Some(50),
+        stripe_price_id: None,
+    },
+    TierInfo {
+        tier: Tier::Pro,
+        name: "Pro",
+        price_cents: 99_00,
+        interval: "month",
+        features: &[
+            "100 analyses per month",
+            "Unlimited chat messages",
+            "Priority support",
+            "White-label widget",
+            "Advanced cost estimates",
+        ],
+        analyses_limit: Some(100),
+        chat_messages_limit: None,
+        stripe_price_id: Some("price_1SZPUkR9pxNkCCCYoc4jXp56"),
+    },
+    TierInfo {
+        tier: Tier::Enterprise,
+        name: "Enterprise",
+        price_cents: 999_00,
+        interval: "month",
+        features: &[
+            "Unlimited analyses",
+            "Unlimited chat messages",
+            "Dedicated support",
+            "Custom integrations",
+            "SLA guarantee",
+            "On-premise deployment option",
+        ],
+        analyses_limit: None,
+        chat_messages_limit: None,
+        stripe_price_id: Some("price_1SZPVCR9pxNkCCCYbRqZFp52"),
+    },
+];
+
+impl Tier {
+    pub fn info(self) -> &'static TierInfo {
+        &TIERS[self as usize]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+
+    /// The paid tier whose Stripe price this is.
+    pub fn from_price_id(price_id: &str) -> Option<Tier> {
+        TIERS
+            .iter()
+            .find(|t| t.stripe_price_id == Some(price_id))
+            .map(|t| t.tier)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackType {
+    Single,
+    Medium,
+    Pro,
+}
+
+#[derive(Debug)]
+pub struct Pack {
+    pub pack_type: PackType,
+    pub name: &'static str,
+    pub credits: u32,
+    pub price_cents: i64,
+    /// Stripe's one-time price for the pack.
+    pub stripe_price_id: &'static str,
+}
+
+/// In the order the API lists them.
+pub const PACKS: [Pack; 3] = [
+    Pack {
+        pack_type: PackType::Single,
+        name: "Single Analysis",
+        credits: 1,
+        price_cents: 4_99,
+        stripe_price_id: "price_credits_single",
+    },
+    Pack {
+        pack_type: PackType::Medium,
+        name: "5 Credits Pack",
+        credits: 5,
+        price_cents: 19_99,
+        stripe_price_id: "price_credits_medium",
+    },
+    Pack {
+        pack_type: PackType::Pro,
+        name: "10 Credits Pack",
+        credits: 10,
+        price_cents: 29_99,
+        stripe_price_id: "price_credits_pro",
+    },
+];
+
+impl PackType {
+    pub fn pack(self) -> &'static Pack {
+        &PACKS[self as usize]
+    }
+}
+
+/// The one-time $29 report: one analysis credit valid for 30 days.
+#[derive(Debug)]
+pub struct Report {
+    pub name: &'static str,
+    pub price_cents: i64,
+    pub credits: u32,
+    pub valid_days: u32,
+    /// Stripe's one-time price for the report.
+    pub stripe_price_id: &'static str,
+}
+
+pub const REPORT: Report = Report {
+    name: "Single Report",
+    price_cents: 29_00,
+    credits: 1,
+    valid_days: 30,
+    stripe_price_id: "price_single_report",
+};
+
+/// `$4.99` from 499 cents.
+pub fn dollars(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    format!("{sign}${}.{:02}", cents / 100, cents % 100)
+}
+
+/// A tier as `GET /v1/billing/tiers` shows it.
+#[derive(Debug, Serialize)]
+pub struct TierView {
+    pub id: Tier,
+    pub name: &'static str,
+    /// Whole dollars, as the spec shows them.
+    pub price: i64,
+    pub currency: &'static str,
+    pub interval: &'static str,
+    pub features: &'static [&'static str],
+    pub analyses_limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stripe_price_id: Option<&'static str>,
+}
+
+impl From<&TierInfo> for TierView {
+    fn from(t: &TierInfo) -> Self {
+        debug_assert_eq!(t.price_cents % 100, 0, "tier prices are whole dollars");
+        Self {
+            id: t.tier,
+            name: t.name,
+            price: t.price_cents / 100,
+            currency: CURRENCY,
+            interval: t.interval,
+            features: t.features,
+            analyses_limit: t.analyses_limit,
+            stripe_price_id: t.stripe_price_id,
+        }
+    }
+}
+
+/// A pack as `GET /v1/credits/packs` (and a 402's `purchase_options`) shows it.
+#[derive(Debug, Serialize)]
+pub struct PackView {
+    pub pack_type: PackType,
+    pub name: &'static str,
+    pub credits: u32,
+    pub price_cents: i64,
+    pub price_display: String,
+    pub per_credit_display: String,
+}
+
+impl From<&Pack> for PackView {
+    fn from(p: &Pack) -> Self {
+        // Per-credit prices are shown rounded down to the cent ($19.99 / 5 → $3.99).
+        let per_credit = p.price_cents / i64::from(p.credits.max(1));
+        Self {
+            pack_type: p.pack_type,
+            name: p.name,
+            credits: p.credits,
+            price_cents: p.price_cents,
+            price_display: dollars(p.price_cents),
+            per_credit_display: format!("{}/credit", dollars(per_credit)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollars_formats_cents() {
+        assert_eq!(dollars(499), "$4.99");
+        assert_eq!(dollars(2900), "$29.00");
+        assert_eq!(dollars(5), "$0.05");
+        assert_eq!(dollars(-90000), "-$900.00");
+    }
+
+    #[test]
+    fn catalog_order_matches_discriminants() {
+        for (i, t) in TIERS.iter().enumerate() {
+            assert_eq!(t.tier as usize, i);
+        }
+        for (i, p) in PACKS.iter().enumerate() {
+            assert_eq!(p.pack_type as usize, i);
+        }
+    }
+
+    #[test]
+    fn paid_tiers_map_back_from_their_price() {
+        assert_eq!(
+            Tier::from_price_id("price_1SZPUkR9pxNkCCCYoc4jXp56"),
+            Some(Tier::Pro)
+        );
+        assert_eq!(
+            Tier::from_price_id("price_1SZPVCR9pxNkCCCYbRqZFp52"),
+            Some(Tier::Enterprise)
+        );
+        assert_eq!(Tier::from_price_id("price_unknown"), None);
+    }
+
+    #[test]
+    fn per_credit_prices_match_the_spec() {
+        let shown: Vec<String> = PACKS
+            .iter()
+            .map(|p| PackView::from(p).per_credit_display)
+            .collect();
+        assert_eq!(shown, ["$4.99/credit", "$3.99/credit", "$2.99/credit"]);
+    }
+}

@@ -1,0 +1,21 @@
+//! The library every Billing API function uses: configuration, errors, API-key auth, the
+//! tier and pack catalog, DynamoDB tables and store, HTTP plumbing and telemetry.
+//!
+//! Functions build an [`http::ApiRouter`] from handlers in their own crate; everything that
+//! decides or stores lives here so tests and tools reach it without Lambda.
+
+pub mod auth;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod lambda;
+pub mod state;
+pub mod store;
+pub mod tables;
+pub mod telemetry;
+
+pub use error::ApiError;
+pub use state::AppState;

@@ -1,0 +1,153 @@
+//! The embedded DynamoDB-compatible engine (dynoxide) served over HTTP, and a spawned API
+//! on a random port: what `make dev` and every integration test run against.
+
+use anyhow::Context;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use shared::AppState;
+use shared::clock::{Clock, SystemClock};
+use shared::config::{Config, Stage};
+use shared::keys::{self, AccountId};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A dynoxide engine serving the DynamoDB protocol on a local port.
+pub struct Engine {
+    pub endpoint: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Engine {
+    /// A fresh in-memory database on a random port: one per test.
+    pub async fn memory() -> anyhow::Result<Self> {
+        let db = dynoxide::Database::memory().context("opening an in-memory database")?;
+        Self::serve(db, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// A database kept in the SQLite file at `path`, served on `addr`.
+    pub async fn file(path: &Path, addr: SocketAddr) -> anyhow::Result<Self> {
+        let path_str = path.to_str().context("database path is not UTF-8")?;
+        let db = dynoxide::Database::new(path_str)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Self::serve(db, addr).await
+    }
+
+    async fn serve(db: dynoxide::Database, addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the DynamoDB engine to {addr}"))?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(dynoxide::server::serve_with_shutdown(listener, db, async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            endpoint,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Stops accepting requests, lets running ones finish, and closes the database.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await?.map_err(anyhow::Error::msg)
+    }
+
+    pub fn client(&self) -> aws_sdk_dynamodb::Client {
+        dynamodb_client(&self.endpoint)
+    }
+}
+
+/// A DynamoDB client for a local engine: static credentials, us-east-1.
+pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "devkit"))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// The state of a local (test-stage) API over `client`, with its tables created.
+pub async fn local_state(
+    client: aws_sdk_dynamodb::Client,
+    stripe_api_base: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<AppState> {
+    let config = Config::local(stripe_api_base);
+    shared::tables::bootstrap(&client, &config.tables).await?;
+    Ok(AppState::new(config, client, clock))
+}
+
+/// An API on a random port over its own in-memory database, with one account and key.
+pub struct TestApp {
+    pub address: String,
+    pub account: AccountId,
+    pub api_key: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    pub engine: Engine,
+}
+
+impl TestApp {
+    pub async fn spawn(router: fn(AppState) -> axum::Router) -> Self {
+        Self::try_spawn(router)
+            .await
+            .expect("spawning the test app")
+    }
+
+    async fn try_spawn(router: fn(AppState) -> axum::Router) -> anyhow::Result<Self> {
+        let engine = Engine::memory().await?;
+        let state =
+            local_state(engine.client(), "http://127.0.0.1:9", Arc::new(SystemClock)).await?;
+        let account = AccountId::parse("acct_test_1").map_err(anyhow::Error::msg)?;
+        let (key, _) =
+            keys::issue(&state.store, state.clock.as_ref(), &account, Stage::Test).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            address,
+            account,
+            api_key: key.expose().to_string(),
+            state,
+            http: reqwest::Client::new(),
+            engine,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// `GET path` with this app's key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.get_with(path, Some(&self.api_key)).await
+    }
+
+    /// `GET path` with the given key, or none.
+    pub async fn get_with(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("request reaches the test app")
+    }
+
+    /// Issues another key, for another account or mode.
+    pub async fn issue_key(&self, account: &str, mode: Stage) -> String {
+        let account = AccountId::parse(account).expect("valid account id");
+        let (key, _) = keys::issue(&self.state.store, self.state.clock.as_ref(), &account, mode)
+            .await
+            .expect("issuing a key");
+        key.expose().to_string()
+    }
+}
