@@ -43,7 +43,7 @@ pub const TIERS: [TierInfo; 3] = [
     TierInfo {
         tier: Tier::Pro,
         name: "Pro",
-        price_cents: 99_00,
+        price_cents: 9900,
         interval: "month",
         features: &[
             "100 analyses per month",
@@ -59,7 +59,7 @@ pub const TIERS: [TierInfo; 3] = [
     TierInfo {
         tier: Tier::Enterprise,
         name: "Enterprise",
-        price_cents: 999_00,
+        price_cents: 99900,
         interval: "month",
         features: &[
             "Unlimited analyses",
@@ -121,21 +121,21 @@ pub const PACKS: [Pack; 3] = [
         pack_type: PackType::Single,
         name: "Single Analysis",
         credits: 1,
-        price_cents: 4_99,
+        price_cents: 499,
         stripe_price_id: "price_credits_single",
     },
     Pack {
         pack_type: PackType::Medium,
         name: "5 Credits Pack",
         credits: 5,
-        price_cents: 19_99,
+        price_cents: 1999,
         stripe_price_id: "price_credits_medium",
     },
     Pack {
         pack_type: PackType::Pro,
         name: "10 Credits Pack",
         credits: 10,
-        price_cents: 29_99,
+        price_cents: 2999,
         stripe_price_id: "price_credits_pro",
     },
 ];
@@ -159,7 +159,7 @@ pub struct Report {
 
 pub const REPORT: Report = Report {
     name: "Single Report",
-    price_cents: 29_00,
+    price_cents: 2900,
     credits: 1,
     valid_days: 30,
     stripe_price_id: "price_single_report",

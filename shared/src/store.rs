@@ -35,6 +35,19 @@ fn corrupt(e: serde_dynamo::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// A client for a DynamoDB endpoint other than AWS's (the embedded engine, ministack),
+/// which accept any credentials: static ones, region us-east-1.
+pub fn local_client(endpoint: &str) -> Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+        .endpoint_url(endpoint)
+        .build();
+    Client::from_conf(config)
+}
+
 /// The service's tables behind one client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {

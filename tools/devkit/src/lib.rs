@@ -2,7 +2,6 @@
 //! on a random port: what `make dev` and every integration test run against.
 
 use anyhow::Context;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use shared::AppState;
 use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};
@@ -60,19 +59,8 @@ impl Engine {
     }
 
     pub fn client(&self) -> aws_sdk_dynamodb::Client {
-        dynamodb_client(&self.endpoint)
+        shared::store::local_client(&self.endpoint)
     }
-}
-
-/// A DynamoDB client for a local engine: static credentials, us-east-1.
-pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("local", "local", None, None, "devkit"))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 /// The state of a local (test-stage) API over `client`, with its tables created.

@@ -1,0 +1,75 @@
+//! `invoke`: runs an API Gateway (HTTP API, payload 2.0) event through one function's router
+//! with lambda_http's own event parsing and response encoding, and returns the API Gateway
+//! response, as `sam local invoke` does.
+
+use anyhow::{Context, bail};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Adapter, LambdaEvent, Service};
+use shared::AppState;
+
+/// Events in `events/` carry this instead of a real key; `invoke` puts the dev key there.
+pub const KEY_PLACEHOLDER: &str = "hi_test_REPLACED_BY_INVOKE";
+
+pub async fn invoke(
+    function: &str,
+    event_json: &str,
+    state: AppState,
+    api_key: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let Some(function) = crate::function(function) else {
+        let names: Vec<_> = crate::FUNCTIONS.iter().map(|f| f.name).collect();
+        bail!("no function `{function}`; functions: {}", names.join(", "));
+    };
+    let event_json = event_json.replace(KEY_PLACEHOLDER, api_key);
+    let request: LambdaRequest =
+        serde_json::from_str(&event_json).context("the event is not an API Gateway event")?;
+    let mut context = lambda_http::Context::default();
+    context.request_id = format!("invoke-{}", ulid::Ulid::generate());
+    context.invoked_function_arn = format!(
+        "arn:aws:lambda:us-east-1:000000000000:function:{}",
+        function.name
+    );
+    let mut adapter = Adapter::from((function.api)().into_router(state));
+    let response = adapter.call(LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
+/// `invoke` from the command line: against the running local stack's engine when one
+/// answers on `dynamodb_addr`, otherwise against the same database file, embedded.
+pub async fn run(
+    function: &str,
+    event_json: &str,
+    dir: &std::path::Path,
+    dynamodb_addr: std::net::SocketAddr,
+) -> anyhow::Result<serde_json::Value> {
+    let running = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        tokio::net::TcpStream::connect(dynamodb_addr),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok());
+    let (client, engine) = if running {
+        (
+            shared::store::local_client(&format!("http://{dynamodb_addr}")),
+            None,
+        )
+    } else {
+        std::fs::create_dir_all(dir)?;
+        let engine =
+            devkit::Engine::file(&dir.join(crate::serve::DB_FILE), ([127, 0, 0, 1], 0).into())
+                .await?;
+        (engine.client(), Some(engine))
+    };
+    let state = devkit::local_state(
+        client,
+        crate::serve::STRIPE_API_BASE,
+        std::sync::Arc::new(shared::clock::SystemClock),
+    )
+    .await?;
+    let key = crate::devkey::ensure(&state.store, state.clock.as_ref(), dir).await?;
+    let response = invoke(function, event_json, state, key.expose()).await;
+    if let Some(engine) = engine {
+        engine.stop().await?;
+    }
+    response
+}

@@ -1,0 +1,77 @@
+//! The local stack as `make dev` runs it: state on disk, the dev key written once and
+//! reused, the engine reachable by any DynamoDB client.
+
+use local::serve::{ServeOptions, Stack};
+use std::net::SocketAddr;
+
+fn options(dir: &std::path::Path) -> ServeOptions {
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    ServeOptions {
+        dir: dir.to_path_buf(),
+        api_addr: any,
+        dynamodb_addr: any,
+    }
+}
+
+#[tokio::test]
+async fn serves_the_api_and_keeps_its_key_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    let key_file = std::fs::read_to_string(dir.path().join("api-key")).unwrap();
+    assert_eq!(key_file.lines().count(), 1);
+    assert_eq!(key_file.trim(), stack.api_key.expose());
+    let tiers = http
+        .get(format!("{}/v1/billing/tiers", stack.api_url))
+        .bearer_auth(key_file.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tiers.status(), 200);
+    let packs = http
+        .get(format!("{}/v1/credits/packs", stack.api_url))
+        .bearer_auth(key_file.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(packs.status(), 200);
+
+    // Any DynamoDB client can look inside.
+    let tables = shared::store::local_client(&stack.dynamodb_endpoint)
+        .list_tables()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tables.table_names().len(), shared::tables::TABLES.len());
+    stack.stop().await.unwrap();
+
+    let again = Stack::start(&options(dir.path())).await.unwrap();
+    assert_eq!(again.api_key.expose(), key_file.trim(), "the key is reused");
+    let tiers = http
+        .get(format!("{}/v1/billing/tiers", again.api_url))
+        .bearer_auth(key_file.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tiers.status(), 200, "the data survived the restart");
+    again.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_database_gets_a_fresh_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    let first = stack.api_key.expose().to_string();
+    stack.stop().await.unwrap();
+    std::fs::remove_file(dir.path().join(local::serve::DB_FILE)).unwrap();
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    assert_ne!(stack.api_key.expose(), first);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("api-key"))
+            .unwrap()
+            .trim(),
+        stack.api_key.expose()
+    );
+    stack.stop().await.unwrap();
+}
