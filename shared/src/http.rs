@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 /// Largest request body the API reads. Every request body of the spec is far smaller.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -97,7 +98,11 @@ impl ApiRouter {
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
             .layer(SetRequestIdLayer::x_request_id(LambdaOrFreshId))
             .with_state(state)
     }
