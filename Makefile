@@ -6,13 +6,14 @@ CARGO ?= cargo
 VENV := .venv
 PY_REQUIREMENTS := tools/python/requirements.txt
 
-.PHONY: dev dev-reset test fmt lint unit cfn-lint key help
+.PHONY: dev dev-reset test fmt lint unit cfn-lint browser key stripe help
 
 help:
 	@echo "make dev        the whole API on http://127.0.0.1:3000 (DynamoDB on :8000, state in .local/)"
 	@echo "make dev-reset  wipe the local state (.local/)"
 	@echo "make test       everything CI checks: fmt, clippy, every test, cfn-lint"
 	@echo "make key ACCOUNT=acme [MODE=test|live]  issue an API key against the running local stack"
+	@echo "make stripe     the Stripe emulator alone on http://127.0.0.1:12111"
 
 ## The local stack. PORT overrides the API port (3000).
 dev:
@@ -30,8 +31,15 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit:
+unit: browser
 	$(CARGO) test --workspace --locked
+
+## Debian's Chromium and chromedriver, for the emulator's Checkout page test.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (Debian packages) for the browser test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
 cfn-lint: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
@@ -40,6 +48,10 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
 	touch $@
+
+## The Stripe emulator alone (make dev already runs one on :12111).
+stripe:
+	$(CARGO) run -p stripe-emulator -- --port 12111
 
 ## An API key for another account on the running local stack.
 ACCOUNT ?= acme

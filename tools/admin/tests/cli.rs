@@ -25,14 +25,9 @@ fn stdout(o: &Output) -> String {
 #[tokio::test]
 async fn keys_made_by_admin_work_list_and_revoke() {
     let dir = tempfile::tempdir().unwrap();
-    let any = ([127, 0, 0, 1], 0).into();
-    let stack = Stack::start(&ServeOptions {
-        dir: dir.path().into(),
-        api_addr: any,
-        dynamodb_addr: any,
-    })
-    .await
-    .unwrap();
+    let stack = Stack::start(&ServeOptions::local(dir.path().into(), 0, 0, 0))
+        .await
+        .unwrap();
     let endpoint = stack.dynamodb_endpoint.clone();
     let http = reqwest::Client::new();
     let tiers = |key: String| {

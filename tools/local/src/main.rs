@@ -16,6 +16,9 @@ struct Cli {
     /// The embedded DynamoDB engine's port.
     #[arg(long, env = "DYNAMODB_PORT", default_value_t = 8000, global = true)]
     dynamodb_port: u16,
+    /// The Stripe emulator's port.
+    #[arg(long, env = "STRIPE_PORT", default_value_t = 12111, global = true)]
+    stripe_port: u16,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -43,14 +46,16 @@ async fn main() -> anyhow::Result<()> {
     let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     match cli.command.unwrap_or(Command::Serve { port: 3000 }) {
         Command::Serve { port } => {
-            let options = ServeOptions {
-                dir: cli.dir,
-                api_addr: local(port),
-                dynamodb_addr: local(cli.dynamodb_port),
-            };
+            let options = ServeOptions::local(cli.dir, port, cli.dynamodb_port, cli.stripe_port);
             let stack = Stack::start(&options).await?;
             println!("Billing API, local stack (test mode)");
             println!("  API       {}", stack.api_url);
+            println!(
+                "  Stripe    {}  (emulator; webhooks go to {}{})",
+                stack.stripe.base_url(),
+                stack.api_url,
+                local::serve::WEBHOOK_PATH
+            );
             println!(
                 "  DynamoDB  {}  (state in {})",
                 stack.dynamodb_endpoint,

@@ -1,15 +1,15 @@
 //! The local stack as `make dev` runs it: state on disk, the dev key written once and
-//! reused, the engine reachable by any DynamoDB client.
+//! reused, the engine reachable by any DynamoDB client, the Stripe emulator delivering its
+//! webhooks to the API.
 
 use local::serve::{ServeOptions, Stack};
-use std::net::SocketAddr;
 
+/// The local stack on random ports, with a fast webhook retry schedule.
 fn options(dir: &std::path::Path) -> ServeOptions {
-    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     ServeOptions {
-        dir: dir.to_path_buf(),
-        api_addr: any,
-        dynamodb_addr: any,
+        webhook_retry_base: std::time::Duration::from_millis(20),
+        webhook_max_attempts: 3,
+        ..ServeOptions::local(dir.to_path_buf(), 0, 0, 0)
     }
 }
 
@@ -73,5 +73,73 @@ async fn a_lost_database_gets_a_fresh_key() {
             .trim(),
         stack.api_key.expose()
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_emulator_delivers_webhooks_to_the_api_and_gives_up_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    let http = reqwest::Client::new();
+
+    let customer: serde_json::Value = http
+        .post(format!("{}/v1/customers", stack.stripe.base_url()))
+        .bearer_auth("sk_test_local")
+        .form(&[("email", "dev@example.com")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        customer["id"].as_str().unwrap().starts_with("cus_"),
+        "{customer}"
+    );
+
+    // No webhook route yet: each attempt is a 404 from the API, retried, then given up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let attempts = loop {
+        let attempts: Vec<_> = stack
+            .stripe
+            .deliveries()
+            .into_iter()
+            .filter(|d| d.event_type == "customer.created")
+            .collect();
+        if attempts.iter().any(|d| !d.will_retry) || std::time::Instant::now() > deadline {
+            break attempts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    for a in &attempts {
+        assert_eq!(
+            a.url,
+            format!("{}{}", stack.api_url, local::serve::WEBHOOK_PATH)
+        );
+        assert_eq!(a.status_code, Some(404));
+        assert!(!a.succeeded);
+    }
+    assert!(!attempts[2].will_retry);
+
+    // Nothing crashed: both servers still answer.
+    let tiers = http
+        .get(format!("{}/v1/billing/tiers", stack.api_url))
+        .bearer_auth(stack.api_key.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tiers.status(), 200);
+    let again = http
+        .get(format!(
+            "{}/v1/customers/{}",
+            stack.stripe.base_url(),
+            customer["id"].as_str().unwrap()
+        ))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
     stack.stop().await.unwrap();
 }

@@ -1,1 +1,204 @@
-//! A stateful local Stripe.
+//! A stateful local Stripe: the subset of Stripe's API the Billing API uses, hosted Checkout
+//! and billing portal pages, signed webhooks and a controllable clock.
+
+#![recursion_limit = "256"]
+
+mod api;
+mod catalog;
+mod checkout;
+mod clock;
+mod customers;
+mod invoices;
+mod pages;
+mod portal;
+mod store;
+mod subscriptions;
+mod webhooks;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use webhooks::{DeliveryAttempt, sign as sign_webhook_payload};
+
+/// The API version the emulator speaks (the one async-stripe 1.0.0-rc.10 pins).
+pub const API_VERSION: &str = "2026-09-30.endive";
+
+/// The webhook secret used when none is configured.
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_local_emulator_secret";
+
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// An endpoint that receives every event (like `stripe listen --forward-to`).
+    pub webhook_url: Option<String>,
+    /// The `whsec_…` secret the `webhook_url` endpoint's signatures use.
+    pub webhook_secret: String,
+    /// Delay before the first retry of a failed delivery; doubles for each further attempt.
+    pub retry_base: Duration,
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// How long one delivery attempt may take.
+    pub attempt_timeout: Duration,
+    /// The URL the emulator's pages are reached at, when not `http://<listener address>`.
+    pub public_url: Option<String>,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret: DEFAULT_WEBHOOK_SECRET.to_owned(),
+            retry_base: Duration::from_secs(2),
+            max_attempts: 5,
+            attempt_timeout: Duration::from_secs(10),
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct App {
+    pub state: Arc<Mutex<store::State>>,
+    pub deliveries: webhooks::DeliveryLog,
+}
+
+impl App {
+    /// Runs `f` with the state locked. A panic while locked cannot leave the emulator dead:
+    /// the poisoned lock is taken over.
+    pub fn with<R>(&self, f: impl FnOnce(&mut store::State) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+/// A running emulator.
+pub struct EmulatorHandle {
+    app: App,
+    addr: SocketAddr,
+    base_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl EmulatorHandle {
+    /// `http://127.0.0.1:<port>`: the API base for `stripe::ClientBuilder::url`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Emulator time in unix seconds.
+    pub fn now(&self) -> i64 {
+        self.app.with(|s| s.now())
+    }
+
+    /// Moves emulator time forward, running renewals, retries and expiries that fall due.
+    pub fn advance_clock(&self, seconds: i64) -> anyhow::Result<i64> {
+        self.app.with(|s| {
+            let target = s.now().saturating_add(seconds.max(0));
+            clock::advance_to(s, target).map_err(|e| anyhow::anyhow!(e.message))?;
+            Ok(s.now())
+        })
+    }
+
+    /// Every webhook delivery attempt so far, oldest first.
+    pub fn deliveries(&self) -> Vec<DeliveryAttempt> {
+        self.app
+            .deliveries
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Adds a webhook endpoint receiving every event; returns its id.
+    pub fn add_webhook_endpoint(&self, url: &str, secret: &str) -> String {
+        self.app.with(|s| {
+            webhooks::add_endpoint(s, url.to_owned(), secret.to_owned(), vec!["*".into()], None)["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    }
+
+    /// Stops serving and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves the emulator on `listener` until the handle is shut down or dropped.
+pub async fn start(
+    listener: tokio::net::TcpListener,
+    options: EmulatorOptions,
+) -> anyhow::Result<EmulatorHandle> {
+    let addr = listener.local_addr()?;
+    let base_url = match &options.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+        None => format!("http://{addr}"),
+    };
+    let log: webhooks::DeliveryLog = Arc::new(Mutex::new(Vec::new()));
+    let tx = webhooks::spawn_dispatcher(
+        webhooks::DeliveryConfig {
+            retry_base: options.retry_base,
+            max_attempts: options.max_attempts.max(1),
+            timeout: options.attempt_timeout,
+        },
+        log.clone(),
+    );
+    let mut state = store::State::new(base_url.clone(), tx);
+    catalog::seed(&mut state);
+    if let Some(url) = &options.webhook_url {
+        webhooks::add_endpoint(
+            &mut state,
+            url.clone(),
+            options.webhook_secret.clone(),
+            vec!["*".into()],
+            Some("Configured at startup".into()),
+        );
+    }
+    let app = App {
+        state: Arc::new(Mutex::new(state)),
+        deliveries: log,
+    };
+    let router = api::router(app.clone());
+    let (stx, srx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = srx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "stripe emulator stopped");
+        }
+    });
+    Ok(EmulatorHandle {
+        app,
+        addr,
+        base_url,
+        shutdown: Some(stx),
+        task: Some(task),
+    })
+}
