@@ -20,6 +20,24 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 413: the body is larger than the API accepts.
     PayloadTooLarge { limit_bytes: usize },
+    /// 400: the spec's `invalid_tier`, for a tier that is not a paid one.
+    InvalidTier(String),
+    /// 404: the spec's `no_subscription`.
+    NoSubscription,
+    /// 402: the spec's `payment_failed`, with Stripe's own words.
+    PaymentFailed { stripe_error: String },
+    /// 402: the spec's `limit_exceeded`.
+    LimitExceeded {
+        message: String,
+        analyses_used: u64,
+        analyses_limit: u64,
+    },
+    /// 409: a request with this Idempotency-Key is still being processed.
+    RequestInProgress,
+    /// 422: this Idempotency-Key was used with a different request.
+    IdempotencyKeyReused,
+    /// 502: Stripe (or another upstream) is unreachable or failing. Details are logged.
+    UpstreamUnavailable(String),
     /// 500: our fault. The detail is logged, never rendered.
     Internal(String),
 }
@@ -43,6 +61,14 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidTier(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoSubscription => StatusCode::NOT_FOUND,
+            ApiError::PaymentFailed { .. } | ApiError::LimitExceeded { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
+            ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +81,13 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::InvalidTier(_) => "invalid_tier",
+            ApiError::NoSubscription => "no_subscription",
+            ApiError::PaymentFailed { .. } => "payment_failed",
+            ApiError::LimitExceeded { .. } => "limit_exceeded",
+            ApiError::RequestInProgress => "request_in_progress",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -73,14 +106,47 @@ impl ApiError {
             ApiError::PayloadTooLarge { limit_bytes } => {
                 format!("Request body is larger than the {limit_bytes}-byte limit.")
             }
+            ApiError::InvalidTier(given) => format!("Invalid tier '{given}'. Valid tiers: pro, enterprise"),
+            ApiError::NoSubscription => "No active subscription found. Please subscribe to a plan.".into(),
+            ApiError::PaymentFailed { .. } => {
+                "Payment could not be processed. Please update your payment method.".into()
+            }
+            ApiError::LimitExceeded { message, .. } => message.clone(),
+            ApiError::RequestInProgress => {
+                "A request with this Idempotency-Key is still being processed; retry later.".into()
+            }
+            ApiError::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used with a different request.".into()
+            }
+            ApiError::UpstreamUnavailable(_) => {
+                "The payment provider is unavailable. Nothing was changed; retry later.".into()
+            }
             ApiError::Internal(_) => {
                 "An internal error occurred. Quote the x-request-id response header if you contact support."
                     .into()
             }
         };
         error.insert("message".into(), json!(message));
-        if let ApiError::InvalidRequest { field, .. } = self {
-            error.insert("field".into(), json!(field));
+        match self {
+            ApiError::InvalidRequest { field, .. } => {
+                error.insert("field".into(), json!(field));
+            }
+            ApiError::NoSubscription => {
+                error.insert("suggested_action".into(), json!("redirect_to_pricing"));
+            }
+            ApiError::PaymentFailed { stripe_error } => {
+                error.insert("stripe_error".into(), json!(stripe_error));
+            }
+            ApiError::LimitExceeded {
+                analyses_used,
+                analyses_limit,
+                ..
+            } => {
+                error.insert("analyses_used".into(), json!(analyses_used));
+                error.insert("analyses_limit".into(), json!(analyses_limit));
+                error.insert("suggested_action".into(), json!("upgrade_tier"));
+            }
+            _ => {}
         }
         json!({ "error": error })
     }
@@ -94,8 +160,12 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(detail = %detail, "internal error");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(detail = %detail, "internal error"),
+            ApiError::UpstreamUnavailable(detail) => {
+                tracing::error!(detail = %detail, "upstream unavailable")
+            }
+            _ => {}
         }
         (self.status(), axum::Json(self.body())).into_response()
     }
@@ -122,6 +192,55 @@ mod tests {
         assert!(!rendered.contains("billing-api-keys"), "{rendered}");
         assert_eq!(e.body()["error"]["code"], "internal_error");
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_specs_error_bodies_key_for_key() {
+        assert_eq!(
+            ApiError::NoSubscription.body(),
+            json!({"error": {"code": "no_subscription",
+                "message": "No active subscription found. Please subscribe to a plan.",
+                "suggested_action": "redirect_to_pricing"}})
+        );
+        assert_eq!(
+            ApiError::LimitExceeded {
+                message: "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses.".into(),
+                analyses_used: 100,
+                analyses_limit: 100,
+            }
+            .body(),
+            json!({"error": {"code": "limit_exceeded",
+                "message": "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses.",
+                "analyses_used": 100, "analyses_limit": 100, "suggested_action": "upgrade_tier"}})
+        );
+        assert_eq!(
+            ApiError::PaymentFailed {
+                stripe_error: "Your card was declined.".into()
+            }
+            .body(),
+            json!({"error": {"code": "payment_failed",
+                "message": "Payment could not be processed. Please update your payment method.",
+                "stripe_error": "Your card was declined."}})
+        );
+        assert_eq!(
+            ApiError::InvalidTier("premium".into()).body(),
+            json!({"error": {"code": "invalid_tier", "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}})
+        );
+        assert_eq!(
+            ApiError::PaymentFailed {
+                stripe_error: String::new()
+            }
+            .status(),
+            StatusCode::PAYMENT_REQUIRED
+        );
+        assert_eq!(ApiError::NoSubscription.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn upstream_errors_hide_their_detail() {
+        let e = ApiError::UpstreamUnavailable("connect error: 10.0.0.1:443".into());
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert!(!e.body().to_string().contains("10.0.0.1"));
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! Idempotency-Key for every POST, PUT and DELETE of the API.
