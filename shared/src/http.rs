@@ -90,10 +90,14 @@ impl ApiRouter {
         &self.routes
     }
 
-    /// The finished service: fallbacks in the spec's error format, body limit, request
-    /// ids and a tracing span per request.
+    /// The finished service: Idempotency-Key handling on every route, fallbacks in the
+    /// spec's error format, body limit, request ids and a tracing span per request.
     pub fn into_router(self, state: AppState) -> Router {
         self.router
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::idempotency::middleware,
+            ))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

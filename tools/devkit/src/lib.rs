@@ -86,15 +86,30 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(router: fn(AppState) -> axum::Router) -> Self {
-        Self::try_spawn(router)
+        Self::spawn_with(router).await
+    }
+
+    /// As [`TestApp::spawn`], for a router built by a closure (e.g. one capturing test state).
+    pub async fn spawn_with(router: impl FnOnce(AppState) -> axum::Router) -> Self {
+        Self::spawn_with_clock(Arc::new(SystemClock), router).await
+    }
+
+    /// As [`TestApp::spawn_with`], with the given clock in the app's state.
+    pub async fn spawn_with_clock(
+        clock: Arc<dyn Clock>,
+        router: impl FnOnce(AppState) -> axum::Router,
+    ) -> Self {
+        Self::try_spawn(clock, router)
             .await
             .expect("spawning the test app")
     }
 
-    async fn try_spawn(router: fn(AppState) -> axum::Router) -> anyhow::Result<Self> {
+    async fn try_spawn(
+        clock: Arc<dyn Clock>,
+        router: impl FnOnce(AppState) -> axum::Router,
+    ) -> anyhow::Result<Self> {
         let engine = Engine::memory().await?;
-        let state =
-            local_state(engine.client(), "http://127.0.0.1:9", Arc::new(SystemClock)).await?;
+        let state = local_state(engine.client(), "http://127.0.0.1:9", clock).await?;
         let account = AccountId::parse("acct_test_1").map_err(anyhow::Error::msg)?;
         let (key, _) =
             keys::issue(&state.store, state.clock.as_ref(), &account, Stage::Test).await?;
