@@ -31,7 +31,7 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit: browser
+unit: browser $(VENV)/.installed
 	$(CARGO) test --workspace --locked
 
 ## Debian's Chromium and chromedriver, for the emulator's Checkout page test.

@@ -1,6 +1,7 @@
 //! The embedded DynamoDB-compatible engine (dynoxide) served over HTTP, and a spawned API
 //! on a random port: what `make dev` and every integration test run against.
 
+pub mod ministack;
 use anyhow::Context;
 use shared::AppState;
 use shared::clock::{Clock, SystemClock};
