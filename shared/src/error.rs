@@ -32,6 +32,8 @@ pub enum ApiError {
         analyses_used: u64,
         analyses_limit: u64,
     },
+    /// 400: a webhook whose `Stripe-Signature` is missing, wrong or too old.
+    InvalidSignature(String),
     /// 409: a request with this Idempotency-Key is still being processed.
     RequestInProgress,
     /// 422: this Idempotency-Key was used with a different request.
@@ -61,7 +63,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidTier(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidTier(_) | ApiError::InvalidSignature(_) => StatusCode::BAD_REQUEST,
             ApiError::NoSubscription => StatusCode::NOT_FOUND,
             ApiError::PaymentFailed { .. } | ApiError::LimitExceeded { .. } => {
                 StatusCode::PAYMENT_REQUIRED
@@ -82,6 +84,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::InvalidTier(_) => "invalid_tier",
+            ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::NoSubscription => "no_subscription",
             ApiError::PaymentFailed { .. } => "payment_failed",
             ApiError::LimitExceeded { .. } => "limit_exceeded",
@@ -101,7 +104,9 @@ impl ApiError {
             ApiError::MissingApiKey => {
                 "Missing API key. Send it as `Authorization: Bearer hi_live_…` (or `hi_test_…`).".into()
             }
-            ApiError::InvalidApiKey(message) | ApiError::NotFound(message) => message.clone(),
+            ApiError::InvalidApiKey(message) | ApiError::NotFound(message) | ApiError::InvalidSignature(message) => {
+                message.clone()
+            }
             ApiError::MethodNotAllowed => "This path does not accept that method; the Allow header lists the ones it does.".into(),
             ApiError::PayloadTooLarge { limit_bytes } => {
                 format!("Request body is larger than the {limit_bytes}-byte limit.")

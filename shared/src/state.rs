@@ -1,10 +1,12 @@
-//! What every handler shares: configuration, the store, the key cache and the clock.
-//! Built once per cold start.
+//! What every handler shares: configuration, the store, the key cache, Stripe and the
+//! clock. Built once per cold start.
 
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::secrets::StripeKeys;
 use crate::store::Store;
+use crate::stripe::StripeApi;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -12,30 +14,53 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub auth: Authenticator,
+    pub stripe: StripeApi,
+    pub stripe_keys: Arc<StripeKeys>,
     pub clock: Arc<dyn Clock>,
 }
 
+/// Why the state could not be built at cold start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    #[error(transparent)]
+    Stripe(#[from] crate::stripe::StripeFailure),
+}
+
 impl AppState {
-    pub fn new(config: Config, dynamodb: aws_sdk_dynamodb::Client, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        stripe_keys: StripeKeys,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
         let store = Store::new(dynamodb, config.tables.clone());
         let auth = Authenticator::new(config.stage);
-        Self {
+        let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
+        Ok(Self {
             config: Arc::new(config),
             store,
             auth,
+            stripe,
+            stripe_keys: Arc::new(stripe_keys),
             clock,
-        }
+        })
     }
 
     /// The deployed state: configuration from the environment, AWS clients from the
-    /// Lambda's role.
-    pub async fn from_env() -> Result<Self, crate::config::ConfigError> {
+    /// Lambda's role, the Stripe keys from Secrets Manager (once per cold start).
+    pub async fn from_env() -> Result<Self, StartupError> {
         let config = Config::from_env()?;
+        let keys = crate::secrets::load(&config).await?;
         let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Ok(Self::new(
+        Self::new(
             config,
             aws_sdk_dynamodb::Client::new(&aws),
+            keys,
             Arc::new(SystemClock),
-        ))
+        )
     }
 }

@@ -2,6 +2,7 @@
 //! never touch an `AttributeValue`.
 
 use crate::keys::{AccountId, KeyRecord};
+use crate::subscriptions::{SubscriptionRecord, SyncedState};
 use crate::tables::{Table, TableNames, def};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
@@ -135,6 +136,268 @@ impl Store {
             .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
             .condition_expression("attribute_exists(key_hash)")
             .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
+    fn subscription_key(
+        account: &str,
+        subject: &str,
+    ) -> std::collections::HashMap<String, AttributeValue> {
+        std::collections::HashMap::from([
+            (
+                "account_id".to_string(),
+                AttributeValue::S(account.to_string()),
+            ),
+            (
+                "subject".to_string(),
+                AttributeValue::S(subject.to_string()),
+            ),
+        ])
+    }
+
+    /// A subject's plan item (strongly consistent: it decides what a caller may do).
+    pub async fn subscription(
+        &self,
+        account: &str,
+        subject: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Records the subject's Stripe customer unless it has one; returns the one it has, so two
+    /// racing first requests end up with the same customer.
+    pub async fn attach_customer(
+        &self,
+        account: &str,
+        subject: &str,
+        customer_id: &str,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .update_expression("SET stripe_customer_id = if_not_exists(stripe_customer_id, :c)")
+            .expression_attribute_values(":c", AttributeValue::S(customer_id.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(sdk)?;
+        match out
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("stripe_customer_id"))
+        {
+            Some(AttributeValue::S(id)) => Ok(id.clone()),
+            _ => Err(StoreError::Corrupt("the customer id was not stored".into())),
+        }
+    }
+
+    async fn subscription_by_index(
+        &self,
+        index: usize,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(self.table(Table::Subscriptions))
+            .index_name(def(Table::Subscriptions).gsis[index].name)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", attr)
+            .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
+            .limit(1)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|i| serde_dynamo::from_item(i).map_err(corrupt))
+            .transpose()
+    }
+
+    /// The plan item holding a Stripe subscription, whichever account it belongs to: callers
+    /// must check the account.
+    pub async fn subscription_by_stripe_id(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        self.subscription_by_index(0, "stripe_subscription_id", subscription_id)
+            .await
+    }
+
+    /// The plan item of a Stripe customer, whichever account it belongs to: callers must
+    /// check the account.
+    pub async fn subscription_by_customer(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        self.subscription_by_index(1, "stripe_customer_id", customer_id)
+            .await
+    }
+
+    /// Writes what a Stripe read says, unless the item already reflects a newer read of the
+    /// same subscription or a newer subscription. Returns whether it was written.
+    pub async fn sync_subscription(
+        &self,
+        account: &str,
+        subject: &str,
+        state: &SyncedState<'_>,
+    ) -> Result<bool, StoreError> {
+        let snap = state.snapshot;
+        let mut values = std::collections::HashMap::from([
+            (
+                ":cus".to_string(),
+                AttributeValue::S(snap.customer_id.clone()),
+            ),
+            (":sid".to_string(), AttributeValue::S(snap.id.clone())),
+            (
+                ":status".to_string(),
+                AttributeValue::S(snap.status.clone()),
+            ),
+            (
+                ":cape".to_string(),
+                AttributeValue::Bool(snap.cancel_at_period_end),
+            ),
+            (
+                ":created".to_string(),
+                AttributeValue::N(snap.created.to_string()),
+            ),
+            (
+                ":t".to_string(),
+                AttributeValue::N(state.synced_at_ms.to_string()),
+            ),
+        ]);
+        let mut set: Vec<String> = [
+            "stripe_customer_id = :cus",
+            "stripe_subscription_id = :sid",
+            "#status = :status",
+            "cancel_at_period_end = :cape",
+            "subscription_created = :created",
+            "synced_at_ms = :t",
+        ]
+        .map(str::to_string)
+        .into();
+        let mut remove = Vec::new();
+        let optional = [
+            (
+                "stripe_item_id",
+                ":item",
+                snap.item_id.clone().map(AttributeValue::S),
+            ),
+            (
+                "tier",
+                ":tier",
+                snap.tier.map(|t| AttributeValue::S(t.as_str().to_string())),
+            ),
+            (
+                "current_period_start",
+                ":ps",
+                snap.current_period_start
+                    .map(|v| AttributeValue::N(v.to_string())),
+            ),
+            (
+                "current_period_end",
+                ":pe",
+                snap.current_period_end
+                    .map(|v| AttributeValue::N(v.to_string())),
+            ),
+        ];
+        for (attr, placeholder, value) in optional {
+            match value {
+                Some(v) => {
+                    values.insert(placeholder.to_string(), v);
+                    set.push(format!("{attr} = {placeholder}"));
+                }
+                None => remove.push(attr),
+            }
+        }
+        if let Some(message) = &state.payment_error {
+            values.insert(":perr".to_string(), AttributeValue::S(message.clone()));
+            set.push("payment_error = :perr".to_string());
+        } else if snap.status == "active" || snap.status == "trialing" {
+            remove.push("payment_error");
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .update_expression(expression)
+            .condition_expression(
+                "attribute_not_exists(stripe_subscription_id) OR subscription_created < :created \
+                 OR (stripe_subscription_id = :sid AND (attribute_not_exists(synced_at_ms) OR synced_at_ms <= :t))",
+            )
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    /// Whether a Stripe event was already processed (and its record has not expired).
+    pub async fn event_processed(&self, event_id: &str, now_unix: i64) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table(Table::Idempotency))
+            .key("pk", AttributeValue::S(format!("evt#{event_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let expires = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("expires_at"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<i64>().ok());
+        Ok(expires.is_some_and(|e| e > now_unix))
+    }
+
+    /// Remembers a processed Stripe event until `expires_at` (unix s; the table's TTL).
+    pub async fn mark_event_processed(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(self.table(Table::Idempotency))
+            .item("pk", AttributeValue::S(format!("evt#{event_id}")))
+            .item("event_type", AttributeValue::S(event_type.to_string()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
             .send()
             .await
             .map_err(sdk)?;

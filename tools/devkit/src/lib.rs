@@ -7,9 +7,12 @@ use shared::AppState;
 use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
+use shared::secrets::StripeKeys;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+use stripe_emulator::{EmulatorHandle, EmulatorOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -64,6 +67,15 @@ impl Engine {
     }
 }
 
+/// The Stripe keys of the local stack: any test key works with the emulator, and the
+/// webhook secret is the emulator's.
+pub fn local_stripe_keys() -> StripeKeys {
+    StripeKeys {
+        secret_key: "sk_test_local".to_string(),
+        webhook_secret: stripe_emulator::DEFAULT_WEBHOOK_SECRET.to_string(),
+    }
+}
+
 /// The state of a local (test-stage) API over `client`, with its tables created.
 pub async fn local_state(
     client: aws_sdk_dynamodb::Client,
@@ -72,10 +84,14 @@ pub async fn local_state(
 ) -> anyhow::Result<AppState> {
     let config = Config::local(stripe_api_base);
     shared::tables::bootstrap(&client, &config.tables).await?;
-    Ok(AppState::new(config, client, clock))
+    Ok(AppState::new(config, client, local_stripe_keys(), clock)?)
 }
 
-/// An API on a random port over its own in-memory database, with one account and key.
+/// Where the emulator delivers its events: the API's webhook route.
+pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+
+/// An API on a random port over its own in-memory database and its own Stripe emulator
+/// (delivering webhooks to the API's webhook route), with one account and key.
 pub struct TestApp {
     pub address: String,
     pub account: AccountId,
@@ -83,6 +99,7 @@ pub struct TestApp {
     pub state: AppState,
     pub http: reqwest::Client,
     pub engine: Engine,
+    pub stripe: EmulatorHandle,
 }
 
 impl TestApp {
@@ -110,12 +127,22 @@ impl TestApp {
         router: impl FnOnce(AppState) -> axum::Router,
     ) -> anyhow::Result<Self> {
         let engine = Engine::memory().await?;
-        let state = local_state(engine.client(), "http://127.0.0.1:9", clock).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let stripe = stripe_emulator::start(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            EmulatorOptions {
+                webhook_url: Some(format!("{address}{WEBHOOK_PATH}")),
+                retry_base: Duration::from_millis(50),
+                max_attempts: 6,
+                ..EmulatorOptions::default()
+            },
+        )
+        .await?;
+        let state = local_state(engine.client(), stripe.base_url(), clock).await?;
         let account = AccountId::parse("acct_test_1").map_err(anyhow::Error::msg)?;
         let (key, _) =
             keys::issue(&state.store, state.clock.as_ref(), &account, Stage::Test).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self {
@@ -123,8 +150,11 @@ impl TestApp {
             account,
             api_key: key.expose().to_string(),
             state,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             engine,
+            stripe,
         })
     }
 
@@ -142,6 +172,31 @@ impl TestApp {
         let mut request = self.http.get(self.url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
+        }
+        request.send().await.expect("request reaches the test app")
+    }
+
+    /// `method path` with this app's key and, when given, a JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        self.send_as(&self.api_key, method, path, body).await
+    }
+
+    /// `method path` with the given key and, when given, a JSON body.
+    pub async fn send_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
         }
         request.send().await.expect("request reaches the test app")
     }

@@ -9,6 +9,9 @@ use shared::AppState;
 
 /// Events in `events/` carry this instead of a real key; `invoke` puts the dev key there.
 pub const KEY_PLACEHOLDER: &str = "hi_test_REPLACED_BY_INVOKE";
+/// A `stripe-signature` header with this value is replaced by a valid signature of the
+/// event's body, made with the local webhook secret.
+pub const SIGNATURE_PLACEHOLDER: &str = "REPLACED_BY_INVOKE";
 
 pub async fn invoke(
     function: &str,
@@ -20,7 +23,20 @@ pub async fn invoke(
         let names: Vec<_> = crate::FUNCTIONS.iter().map(|f| f.name).collect();
         bail!("no function `{function}`; functions: {}", names.join(", "));
     };
-    let event_json = event_json.replace(KEY_PLACEHOLDER, api_key);
+    let mut event: serde_json::Value =
+        serde_json::from_str(&event_json.replace(KEY_PLACEHOLDER, api_key))
+            .context("the event is not JSON")?;
+    if event["headers"]["stripe-signature"] == SIGNATURE_PLACEHOLDER {
+        let body = event["body"].as_str().unwrap_or_default();
+        let now = state.clock.now().unix_timestamp();
+        let signature = stripe_webhook::Webhook::generate_test_header(
+            body,
+            &state.stripe_keys.webhook_secret,
+            Some(now),
+        );
+        event["headers"]["stripe-signature"] = serde_json::Value::String(signature);
+    }
+    let event_json = event.to_string();
     let request: LambdaRequest =
         serde_json::from_str(&event_json).context("the event is not an API Gateway event")?;
     let mut context = lambda_http::Context::default();

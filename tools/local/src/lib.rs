@@ -25,6 +25,14 @@ pub const FUNCTIONS: &[Function] = &[
         name: "credits",
         api: credits::api,
     },
+    Function {
+        name: "subscriptions",
+        api: subscriptions::api,
+    },
+    Function {
+        name: "stripe-webhook",
+        api: webhook::api,
+    },
 ];
 
 pub fn function(name: &str) -> Option<&'static Function> {

@@ -1,0 +1,197 @@
+//! The Stripe webhook, `POST /v1/webhooks/stripe`. No API key: the raw body is verified
+//! against `Stripe-Signature` (300 s tolerance) before anything is parsed or stored.
+//!
+//! Exactly-once effect, whatever the number and order of deliveries: subscription events
+//! re-read the subscription from Stripe and store it only if no newer read was stored
+//! (see `shared::subscriptions`), so a duplicate or a late event changes nothing; processed
+//! event ids are remembered for 30 days (longer than Stripe's 3 days of retries) to spare
+//! Stripe the re-read. Unknown event types are acknowledged and ignored. A failure of ours
+//! answers 5xx, so Stripe retries; nothing is half-applied, as each event makes one write.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::domain::Subject;
+use shared::http::ApiRouter;
+use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, SyncedState};
+use shared::{ApiError, AppState};
+use stripe_webhook::{Webhook, WebhookError};
+
+pub const PATH: &str = "/v1/webhooks/stripe";
+/// How long a processed event id is remembered.
+pub const DEDUPE_DAYS: i64 = 30;
+
+pub fn api() -> ApiRouter {
+    ApiRouter::new().post(PATH, receive)
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    api().into_router(state)
+}
+
+/// Checks the signature and its age. An event async-stripe cannot type is still authentic
+/// (the signature is checked first): we read the few fields we need ourselves.
+pub fn verify(payload: &str, signature: &str, secret: &str, now_unix: i64) -> Result<(), ApiError> {
+    match Webhook::construct_event_with_timestamp(payload, signature, secret, now_unix) {
+        Ok(_) | Err(WebhookError::BadParse(_)) => Ok(()),
+        Err(WebhookError::BadTimestamp(_)) => Err(ApiError::InvalidSignature(
+            "The signature is older than 300 seconds.".into(),
+        )),
+        Err(_) => Err(ApiError::InvalidSignature(
+            "The Stripe-Signature header does not match the payload.".into(),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    data: EnvelopeData,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvelopeData {
+    object: Value,
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::InvalidSignature("Missing Stripe-Signature header.".into()))?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::InvalidSignature("The payload is not UTF-8.".into()))?;
+    let now = state.clock.now().unix_timestamp();
+    verify(payload, signature, &state.stripe_keys.webhook_secret, now)?;
+    let event: Envelope = serde_json::from_str(payload).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("The event does not have Stripe's shape: {e}"),
+        )
+    })?;
+    if state.store.event_processed(&event.id, now).await? {
+        return Ok(Json(json!({"received": true, "duplicate": true})));
+    }
+    handle(&state, &event).await?;
+    state
+        .store
+        .mark_event_processed(&event.id, &event.type_, now + DEDUPE_DAYS * 86_400)
+        .await?;
+    Ok(Json(json!({"received": true})))
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_str)
+}
+
+/// The subscription an invoice belongs to (current API: under `parent`).
+fn invoice_subscription(invoice: &Value) -> Option<&str> {
+    str_at(invoice, &["parent", "subscription_details", "subscription"])
+        .or_else(|| str_at(invoice, &["subscription"]))
+}
+
+async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
+    let object = &event.data.object;
+    match event.type_.as_str() {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed" => match str_at(object, &["id"]) {
+            Some(id) => sync(state, id, None).await,
+            None => Ok(()),
+        },
+        "invoice.payment_succeeded" | "invoice.paid" => match invoice_subscription(object) {
+            Some(id) => sync(state, id, None).await,
+            None => Ok(()),
+        },
+        "invoice.payment_failed" => {
+            let Some(id) = invoice_subscription(object) else {
+                return Ok(());
+            };
+            let message = match str_at(object, &["id"]) {
+                Some(invoice) => state.stripe.invoice_payment_error(invoice).await?,
+                None => None,
+            };
+            sync(
+                state,
+                id,
+                Some(message.unwrap_or_else(|| "The payment failed.".into())),
+            )
+            .await
+        }
+        "checkout.session.completed" => {
+            match (str_at(object, &["mode"]), object.get("subscription")) {
+                (Some("subscription"), Some(sub)) => {
+                    match sub.as_str().or_else(|| str_at(sub, &["id"])) {
+                        Some(id) => sync(state, id, None).await,
+                        None => Ok(()),
+                    }
+                }
+                // Payment-mode sessions (reports, credit packs) belong to the credit ledger.
+                _ => Ok(()),
+            }
+        }
+        other => {
+            tracing::debug!(event_type = other, "ignored event type");
+            Ok(())
+        }
+    }
+}
+
+/// Re-reads the subscription from Stripe and stores it for the subject it belongs to.
+async fn sync(
+    state: &AppState,
+    subscription_id: &str,
+    payment_error: Option<String>,
+) -> Result<(), ApiError> {
+    let snapshot = state.stripe.subscription(subscription_id).await?;
+    // Stamped after the read: a later-finishing read reflects Stripe at a later time.
+    let synced_at_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+    let from_metadata = match (
+        snapshot.metadata.get(META_ACCOUNT),
+        snapshot.metadata.get(META_SUBJECT),
+    ) {
+        (Some(account), Some(subject)) if Subject::from_key(subject).is_some() => {
+            Some((account.clone(), subject.clone()))
+        }
+        _ => None,
+    };
+    let owner = match from_metadata {
+        Some(owner) => Some(owner),
+        None => state
+            .store
+            .subscription_by_customer(&snapshot.customer_id)
+            .await?
+            .map(|r| (r.account_id, r.subject)),
+    };
+    let Some((account, subject)) = owner else {
+        tracing::warn!(
+            subscription = subscription_id,
+            "subscription of a customer no account owns; ignored"
+        );
+        return Ok(());
+    };
+    let synced = SyncedState {
+        snapshot: &snapshot,
+        synced_at_ms,
+        payment_error,
+    };
+    let written = state
+        .store
+        .sync_subscription(&account, &subject, &synced)
+        .await?;
+    tracing::info!(subscription = subscription_id, status = %snapshot.status, written, "subscription synced");
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! The subscriptions function: a subject's plan, `/v1/subscriptions[/{id}[/reactivate|/upgrade]]`.
+//! Every change goes to Stripe first; our item then records Stripe's answer at once (the
+//! webhook keeps it in sync afterwards). Subscription ids in paths are looked up within the
+//! calling account: another account's id is 404.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::catalog::{Tier, dollars};
+use shared::domain::{Subject, paid_tier};
+use shared::http::{ApiRouter, JsonBody};
+use shared::idempotency::{IdempotencyKey, stripe_key_for};
+use shared::query::Query;
+use shared::stripe::{Proration, SubscriptionSnapshot};
+use shared::subscriptions::{
+    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, SubscriptionRecord, SubscriptionView,
+    SyncedState, timestamp,
+};
+use shared::{ApiError, AppState, auth::Account};
+use std::collections::HashMap;
+
+pub fn api() -> ApiRouter {
+    ApiRouter::new()
+        .get("/v1/subscriptions", status)
+        .post("/v1/subscriptions", create)
+        .delete("/v1/subscriptions/{id}", cancel)
+        .post("/v1/subscriptions/{id}/reactivate", reactivate)
+        .put("/v1/subscriptions/{id}/upgrade", upgrade)
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    api().into_router(state)
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectQuery {
+    external_user_id: Option<String>,
+}
+
+/// `GET /v1/subscriptions[?external_user_id=]`
+async fn status(
+    State(state): State<AppState>,
+    account: Account,
+    Query(q): Query<SubjectQuery>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let subject = Subject::from_input("external_user_id", q.external_user_id.as_deref())?;
+    let record = state
+        .store
+        .subscription(account.id.as_str(), &subject.key())
+        .await?;
+    // Real counting of analyses comes with usage metering.
+    record
+        .as_ref()
+        .and_then(|r| SubscriptionView::of(r, 0))
+        .map(Json)
+        .ok_or(ApiError::NoSubscription)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    tier: String,
+    stripe_customer_id: String,
+    external_user_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    subscription_id: String,
+    status: String,
+    tier: Option<Tier>,
+    current_period_start: Option<String>,
+    current_period_end: Option<String>,
+    stripe_subscription_id: String,
+}
+
+/// Records Stripe's answer at once; the webhook keeps it in sync afterwards.
+async fn record(
+    state: &AppState,
+    account: &str,
+    subject: &str,
+    snapshot: &SubscriptionSnapshot,
+) -> Result<(), ApiError> {
+    let synced = SyncedState {
+        snapshot,
+        synced_at_ms: now_ms(state),
+        payment_error: None,
+    };
+    state
+        .store
+        .sync_subscription(account, subject, &synced)
+        .await?;
+    Ok(())
+}
+
+fn now_ms(state: &AppState) -> i64 {
+    (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `POST /v1/subscriptions`: a subscription for a customer this account's flows created,
+/// charged at once to its default payment method.
+async fn create(
+    State(state): State<AppState>,
+    account: Account,
+    idem: Option<IdempotencyKey>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Json<Created>, ApiError> {
+    let tier = paid_tier(&body.tier)?;
+    let requested = body
+        .external_user_id
+        .as_deref()
+        .map(|raw| Subject::from_input("external_user_id", Some(raw)))
+        .transpose()?;
+    let not_ours = || {
+        ApiError::NotFound(format!(
+            "No such customer: '{}'.",
+            body.stripe_customer_id.chars().take(64).collect::<String>()
+        ))
+    };
+    let owner = state
+        .store
+        .subscription_by_customer(&body.stripe_customer_id)
+        .await?
+        .ok_or_else(not_ours)?;
+    if owner.account_id != account.id.as_str() {
+        return Err(not_ours());
+    }
+    if let Some(requested) = requested
+        && requested.key() != owner.subject
+    {
+        return Err(ApiError::invalid(
+            "external_user_id",
+            "This customer belongs to another external user.",
+        ));
+    }
+    if let Some(live) = owner.live_subscription_id() {
+        return Err(ApiError::invalid(
+            "stripe_customer_id",
+            format!(
+                "This customer already has subscription {live}; change its tier with PUT /v1/subscriptions/{live}/upgrade."
+            ),
+        ));
+    }
+    if state
+        .stripe
+        .default_payment_method(&owner.stripe_customer_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::PaymentFailed {
+            stripe_error: "The customer has no default payment method.".into(),
+        });
+    }
+    let price = tier
+        .info()
+        .stripe_price_id
+        .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
+    let metadata = HashMap::from([
+        (META_ACCOUNT.to_string(), account.id.to_string()),
+        (META_SUBJECT.to_string(), owner.subject.clone()),
+        (META_TIER.to_string(), tier.as_str().to_string()),
+        (META_PURPOSE.to_string(), "subscription".to_string()),
+    ]);
+    let key = stripe_key_for(idem.as_ref(), "create_subscription");
+    let snapshot = state
+        .stripe
+        .create_subscription(&owner.stripe_customer_id, price, metadata, &key)
+        .await?;
+    record(&state, account.id.as_str(), &owner.subject, &snapshot).await?;
+    Ok(Json(Created {
+        subscription_id: snapshot.id.clone(),
+        status: snapshot.status.clone(),
+        tier: snapshot.tier,
+        current_period_start: snapshot.current_period_start.and_then(timestamp),
+        current_period_end: snapshot.current_period_end.and_then(timestamp),
+        stripe_subscription_id: snapshot.id,
+    }))
+}
+
+/// The caller's subscription with this id, or 404 (also for another account's).
+async fn owned(
+    state: &AppState,
+    account: &Account,
+    id: &str,
+) -> Result<SubscriptionRecord, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "No such subscription: '{}'.",
+            id.chars().take(64).collect::<String>()
+        ))
+    };
+    let plausible = id.starts_with("sub_")
+        && id.len() <= 255
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plausible {
+        return Err(not_found());
+    }
+    match state.store.subscription_by_stripe_id(id).await? {
+        Some(r)
+            if r.account_id == account.id.as_str()
+                && r.stripe_subscription_id.as_deref() == Some(id) =>
+        {
+            Ok(r)
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn ended(id: &str) -> ApiError {
+    ApiError::invalid(
+        "subscription_id",
+        format!("Subscription {id} has ended; subscribe again through /v1/billing/checkout."),
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct CancelState {
+    subscription_id: String,
+    status: String,
+    cancel_at_period_end: bool,
+    current_period_end: Option<String>,
+    message: String,
+}
+
+fn cancel_state(
+    id: &str,
+    status: &str,
+    cancel_at_period_end: bool,
+    period_end: Option<i64>,
+    message: String,
+) -> Json<CancelState> {
+    Json(CancelState {
+        subscription_id: id.to_string(),
+        status: status.to_string(),
+        cancel_at_period_end,
+        current_period_end: period_end.and_then(timestamp),
+        message,
+    })
+}
+
+fn cancel_message(period_end: Option<i64>) -> String {
+    match period_end.and_then(timestamp) {
+        Some(at) => format!("Subscription will be canceled on {at}"),
+        None => "Subscription will be canceled at the end of the current period".to_string(),
+    }
+}
+
+/// `DELETE /v1/subscriptions/{id}`: cancel at period end. Cancelling again answers the same.
+async fn cancel(
+    State(state): State<AppState>,
+    account: Account,
+    idem: Option<IdempotencyKey>,
+    Path(id): Path<String>,
+) -> Result<Json<CancelState>, ApiError> {
+    let r = owned(&state, &account, &id).await?;
+    if r.has_ended() {
+        return Err(ended(&id));
+    }
+    if r.cancel_at_period_end {
+        let status = r.status.as_deref().unwrap_or("active");
+        return Ok(cancel_state(
+            &id,
+            status,
+            true,
+            r.current_period_end,
+            cancel_message(r.current_period_end),
+        ));
+    }
+    let key = stripe_key_for(idem.as_ref(), "cancel");
+    let snap = state
+        .stripe
+        .set_cancel_at_period_end(&id, true, &key)
+        .await?;
+    record(&state, account.id.as_str(), &r.subject, &snap).await?;
+    Ok(cancel_state(
+        &id,
+        &snap.status,
+        snap.cancel_at_period_end,
+        snap.current_period_end,
+        cancel_message(snap.current_period_end),
+    ))
+}
+
+/// `POST /v1/subscriptions/{id}/reactivate`: undo a pending cancellation. An active
+/// subscription not set to cancel answers 200 with its state.
+async fn reactivate(
+    State(state): State<AppState>,
+    account: Account,
+    idem: Option<IdempotencyKey>,
+    Path(id): Path<String>,
+) -> Result<Json<CancelState>, ApiError> {
+    let r = owned(&state, &account, &id).await?;
+    if r.has_ended() {
+        return Err(ended(&id));
+    }
+    if !r.cancel_at_period_end {
+        let status = r.status.as_deref().unwrap_or("active");
+        return Ok(cancel_state(
+            &id,
+            status,
+            false,
+            r.current_period_end,
+            "Subscription is already active".into(),
+        ));
+    }
+    let key = stripe_key_for(idem.as_ref(), "reactivate");
+    let snap = state
+        .stripe
+        .set_cancel_at_period_end(&id, false, &key)
+        .await?;
+    record(&state, account.id.as_str(), &r.subject, &snap).await?;
+    Ok(cancel_state(
+        &id,
+        &snap.status,
+        snap.cancel_at_period_end,
+        snap.current_period_end,
+        "Subscription reactivated successfully".into(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    new_tier: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Upgraded {
+    subscription_id: String,
+    status: String,
+    tier: Tier,
+    previous_tier: Option<Tier>,
+    /// Dollars, as the spec shows them; negative for a downgrade's credit.
+    proration_amount: Value,
+    proration_currency: &'static str,
+    current_period_end: Option<String>,
+    message: String,
+}
+
+/// Cents as a JSON number of dollars: `900` for 90000, `-450.5` for -45050.
+fn dollars_number(cents: i64) -> Value {
+    if cents % 100 == 0 {
+        Value::from(cents / 100)
+    } else {
+        serde_json::Number::from_f64(cents as f64 / 100.0)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// `PUT /v1/subscriptions/{id}/upgrade`: change tier with proration. Upgrades are charged
+/// now; a downgrade's credit goes to the next invoice and shows as a negative amount.
+async fn upgrade(
+    State(state): State<AppState>,
+    account: Account,
+    idem: Option<IdempotencyKey>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> Result<Json<Upgraded>, ApiError> {
+    let new_tier = paid_tier(&body.new_tier)?;
+    let r = owned(&state, &account, &id).await?;
+    if r.has_ended() {
+        return Err(ended(&id));
+    }
+    if r.tier == Some(new_tier) {
+        return Err(ApiError::invalid(
+            "new_tier",
+            format!("The subscription is already on {}.", new_tier.as_str()),
+        ));
+    }
+    let current = state.stripe.subscription(&id).await?;
+    let item = current
+        .item_id
+        .clone()
+        .ok_or_else(|| ApiError::internal(format!("{id} has no item")))?;
+    let price = new_tier
+        .info()
+        .stripe_price_id
+        .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
+    let proration_cents = state
+        .stripe
+        .preview_price_change(&current, &item, price)
+        .await?;
+    let is_upgrade =
+        new_tier.info().price_cents > current.tier.map(|t| t.info().price_cents).unwrap_or(0);
+    let proration = if is_upgrade {
+        Proration::ChargeNow
+    } else {
+        Proration::CreditNextInvoice
+    };
+    let key = stripe_key_for(idem.as_ref(), "change_price");
+    let snap = state
+        .stripe
+        .change_price(&id, &item, price, proration, &key)
+        .await?;
+    record(&state, account.id.as_str(), &r.subject, &snap).await?;
+    let verb = if is_upgrade { "upgraded" } else { "downgraded" };
+    Ok(Json(Upgraded {
+        subscription_id: id,
+        status: snap.status.clone(),
+        tier: new_tier,
+        previous_tier: current.tier,
+        proration_amount: dollars_number(proration_cents),
+        proration_currency: shared::catalog::CURRENCY,
+        current_period_end: snap.current_period_end.and_then(timestamp),
+        message: format!(
+            "Subscription {verb} to {}. Prorated amount: {}",
+            new_tier.as_str(),
+            dollars(proration_cents)
+        ),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proration_amounts_are_dollars_as_the_spec_shows() {
+        assert_eq!(dollars_number(90000).to_string(), "900");
+        assert_eq!(dollars_number(-45050).to_string(), "-450.5");
+        assert_eq!(dollars_number(0).to_string(), "0");
+    }
+}

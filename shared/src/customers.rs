@@ -1,0 +1,39 @@
+//! A subject's Stripe customer: created once, on first need, and reused.
+
+use crate::ApiError;
+use crate::domain::Subject;
+use crate::keys::AccountId;
+use crate::state::AppState;
+use crate::subscriptions::{META_ACCOUNT, META_SUBJECT};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// The Stripe customer of `subject`, creating it if it has none. Two racing first calls
+/// send Stripe the same idempotency key and store the same id.
+pub async fn ensure_customer(
+    state: &AppState,
+    account: &AccountId,
+    subject: &Subject,
+    email: Option<&str>,
+) -> Result<String, ApiError> {
+    let key = subject.key();
+    if let Some(record) = state.store.subscription(account.as_str(), &key).await? {
+        return Ok(record.stripe_customer_id);
+    }
+    let metadata = HashMap::from([
+        (META_ACCOUNT.to_string(), account.to_string()),
+        (META_SUBJECT.to_string(), key.clone()),
+    ]);
+    let idempotency = hex::encode(Sha256::digest(format!(
+        "customer:{}:{key}",
+        account.as_str()
+    )));
+    let created = state
+        .stripe
+        .create_customer(email, metadata, &idempotency)
+        .await?;
+    Ok(state
+        .store
+        .attach_customer(account.as_str(), &key, &created)
+        .await?)
+}

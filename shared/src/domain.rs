@@ -1,0 +1,175 @@
+//! Typed request values: each constructor is the only place its check lives, so a handler
+//! holding one cannot hold an invalid one ("parse, don't validate").
+
+use crate::catalog::Tier;
+use crate::config::Stage;
+use crate::error::ApiError;
+
+/// A tier a customer can buy: pro or enterprise.
+pub fn paid_tier(raw: &str) -> Result<Tier, ApiError> {
+    match raw {
+        "pro" => Ok(Tier::Pro),
+        "enterprise" => Ok(Tier::Enterprise),
+        other => Err(ApiError::InvalidTier(other.chars().take(64).collect())),
+    }
+}
+
+/// The end user of an API customer (B2B2C): 1–128 characters of `A–Z a–z 0–9 . _ - : @ +`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExternalUserId(String);
+
+pub const EXTERNAL_USER_ID_MAX: usize = 128;
+
+impl ExternalUserId {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, ApiError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= EXTERNAL_USER_ID_MAX
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-:@+".contains(&b));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(ApiError::invalid(
+                field,
+                format!(
+                    "`{field}` must be 1-{EXTERNAL_USER_ID_MAX} characters of A-Z a-z 0-9 . _ - : @ +"
+                ),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whose plan or credits: the API customer's own account, or one of its end users.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Account,
+    User(ExternalUserId),
+}
+
+impl Subject {
+    /// From an optional `external_user_id` input.
+    pub fn from_input(field: &str, external_user_id: Option<&str>) -> Result<Self, ApiError> {
+        match external_user_id {
+            None => Ok(Subject::Account),
+            Some(raw) => ExternalUserId::parse(field, raw).map(Subject::User),
+        }
+    }
+
+    /// The sort key and metadata form: `self` or `user#<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Subject::Account => "self".to_string(),
+            Subject::User(id) => format!("user#{}", id.as_str()),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "self" => Some(Subject::Account),
+            _ => key
+                .strip_prefix("user#")
+                .and_then(|id| ExternalUserId::parse("subject", id).ok())
+                .map(Subject::User),
+        }
+    }
+
+    pub fn external_user_id(&self) -> Option<&str> {
+        match self {
+            Subject::Account => None,
+            Subject::User(id) => Some(id.as_str()),
+        }
+    }
+}
+
+/// An absolute http(s) URL to send a payer back to; https only on the live stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUrl(String);
+
+impl RedirectUrl {
+    pub fn parse(field: &str, raw: &str, stage: Stage) -> Result<Self, ApiError> {
+        let bad = |why: &str| Err(ApiError::invalid(field, format!("`{field}` {why}")));
+        if raw.len() > 2048 {
+            return bad("is longer than 2048 characters");
+        }
+        let rest = match (raw.strip_prefix("https://"), raw.strip_prefix("http://")) {
+            (Some(rest), _) => rest,
+            (None, Some(rest)) if stage == Stage::Test => rest,
+            (None, Some(_)) => return bad("must be an https:// URL in live mode"),
+            _ => return bad("must be an absolute http(s) URL"),
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("must be an absolute http(s) URL with a host and no spaces");
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paid_tiers_parse() {
+        assert_eq!(paid_tier("pro"), Ok(Tier::Pro));
+        assert_eq!(paid_tier("enterprise"), Ok(Tier::Enterprise));
+        for bad in ["free", "premium", "Pro", ""] {
+            assert_eq!(paid_tier(bad).unwrap_err().code(), "invalid_tier", "{bad}");
+        }
+        assert_eq!(
+            paid_tier("premium").unwrap_err().body()["error"]["message"],
+            "Invalid tier 'premium'. Valid tiers: pro, enterprise"
+        );
+    }
+
+    #[test]
+    fn external_user_ids_are_bounded() {
+        assert!(ExternalUserId::parse("external_user_id", "user_123").is_ok());
+        assert!(ExternalUserId::parse("external_user_id", "a.b-c:d@e+f").is_ok());
+        let long = "x".repeat(129);
+        for bad in ["", "a b", "é", "a/b", long.as_str()] {
+            let e = ExternalUserId::parse("external_user_id", bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_request", "{bad}");
+        }
+    }
+
+    #[test]
+    fn subjects_round_trip_through_their_key() {
+        let user = Subject::from_input("external_user_id", Some("u1")).unwrap();
+        assert_eq!(user.key(), "user#u1");
+        assert_eq!(Subject::from_key("user#u1"), Some(user));
+        assert_eq!(Subject::from_key("self"), Some(Subject::Account));
+        assert_eq!(Subject::from_key("user#a b"), None);
+    }
+
+    #[test]
+    fn redirect_urls_are_absolute_and_https_when_live() {
+        assert!(
+            RedirectUrl::parse("success_url", "https://app.example.com/ok?x=1", Stage::Live)
+                .is_ok()
+        );
+        assert!(RedirectUrl::parse("success_url", "http://localhost:3000/ok", Stage::Test).is_ok());
+        assert!(
+            RedirectUrl::parse("success_url", "http://app.example.com/ok", Stage::Live).is_err()
+        );
+        for bad in [
+            "/relative",
+            "ftp://x",
+            "https://",
+            "https:// x",
+            "javascript:alert(1)",
+        ] {
+            let e = RedirectUrl::parse("cancel_url", bad, Stage::Test).unwrap_err();
+            assert_eq!(e.body()["error"]["field"], "cancel_url", "{bad}");
+        }
+    }
+}

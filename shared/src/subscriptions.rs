@@ -1,0 +1,194 @@
+//! A subject's plan as we keep it (one item per account and subject in the Subscriptions
+//! table), how Stripe's answer becomes that item, and how the API shows it.
+//!
+//! State only moves forward: every write carries the time of the Stripe read it reflects
+//! (`synced_at_ms`) and is refused if a newer read was stored, and a subscription created
+//! earlier than the stored one never replaces it. Webhooks re-read the subscription from
+//! Stripe instead of trusting the event's copy, so delivery order cannot matter.
+
+use crate::catalog::Tier;
+use crate::clock::rfc3339;
+use crate::stripe::SubscriptionSnapshot;
+use serde::{Deserialize, Serialize};
+
+/// Metadata keys on every Stripe object our flows create: how the webhook attributes them.
+pub const META_ACCOUNT: &str = "account_id";
+pub const META_SUBJECT: &str = "subject";
+pub const META_TIER: &str = "tier";
+pub const META_PURPOSE: &str = "purpose";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub account_id: String,
+    pub subject: String,
+    pub stripe_customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_subscription_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_item_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_period_start: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_period_end: Option<i64>,
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_created: Option<i64>,
+    /// Why the last payment failed, in Stripe's words; cleared once the subscription is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at_ms: Option<i64>,
+}
+
+/// Stripe statuses in which the subject is subscribed (and may not start a second plan).
+pub fn is_live_status(status: &str) -> bool {
+    matches!(
+        status,
+        "active" | "trialing" | "past_due" | "incomplete" | "unpaid" | "paused"
+    )
+}
+
+impl SubscriptionRecord {
+    /// The subscription, if there is one that has not ended.
+    pub fn live_subscription_id(&self) -> Option<&str> {
+        let live = self.status.as_deref().is_some_and(is_live_status);
+        self.stripe_subscription_id.as_deref().filter(|_| live)
+    }
+
+    pub fn has_ended(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("canceled" | "incomplete_expired")
+        )
+    }
+}
+
+/// The fields a Stripe read sets on the item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncedState<'a> {
+    pub snapshot: &'a SubscriptionSnapshot,
+    pub synced_at_ms: i64,
+    /// `Some` to record a payment failure's message.
+    pub payment_error: Option<String>,
+}
+
+/// `GET /v1/subscriptions`: the spec's object, every key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SubscriptionView {
+    pub subscription_id: String,
+    pub status: String,
+    pub tier: Tier,
+    pub current_period_start: Option<String>,
+    pub current_period_end: Option<String>,
+    pub cancel_at_period_end: bool,
+    pub analyses_used: u64,
+    pub analyses_limit: Option<u32>,
+    pub created_at: Option<String>,
+    pub stripe_customer_id: String,
+}
+
+/// A unix time as the spec's RFC 3339 UTC string.
+pub fn timestamp(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .map(rfc3339)
+}
+
+impl SubscriptionView {
+    /// The view of a record that has a subscription; `None` when it has none.
+    pub fn of(record: &SubscriptionRecord, analyses_used: u64) -> Option<Self> {
+        let id = record.stripe_subscription_id.clone()?;
+        let tier = record.tier.unwrap_or(Tier::Free);
+        Some(Self {
+            subscription_id: id,
+            status: record.status.clone().unwrap_or_else(|| "incomplete".into()),
+            tier,
+            current_period_start: record.current_period_start.and_then(timestamp),
+            current_period_end: record.current_period_end.and_then(timestamp),
+            cancel_at_period_end: record.cancel_at_period_end,
+            analyses_used,
+            analyses_limit: tier.info().analyses_limit,
+            created_at: record.subscription_created.and_then(timestamp),
+            stripe_customer_id: record.stripe_customer_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: &str) -> SubscriptionRecord {
+        SubscriptionRecord {
+            account_id: "a".into(),
+            subject: "self".into(),
+            stripe_customer_id: "cus_1".into(),
+            stripe_subscription_id: Some("sub_1".into()),
+            stripe_item_id: Some("si_1".into()),
+            tier: Some(Tier::Enterprise),
+            status: Some(status.into()),
+            current_period_start: Some(1_761_955_200),
+            current_period_end: Some(1_764_547_200),
+            cancel_at_period_end: false,
+            subscription_created: Some(1_761_955_200),
+            payment_error: None,
+            synced_at_ms: Some(1),
+        }
+    }
+
+    #[test]
+    fn the_view_has_every_key_of_the_spec() {
+        let view = SubscriptionView::of(&record("active"), 8).unwrap();
+        let json = serde_json::to_value(&view).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in [
+            "subscription_id",
+            "status",
+            "tier",
+            "current_period_start",
+            "current_period_end",
+            "cancel_at_period_end",
+            "analyses_used",
+            "analyses_limit",
+            "created_at",
+            "stripe_customer_id",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(json["current_period_start"], "2025-11-01T00:00:00Z");
+        assert_eq!(json["current_period_end"], "2025-12-01T00:00:00Z");
+        assert_eq!(
+            json["analyses_limit"],
+            serde_json::Value::Null,
+            "enterprise is unlimited"
+        );
+        assert_eq!(json["analyses_used"], 8);
+    }
+
+    #[test]
+    fn a_customer_without_a_subscription_has_no_view() {
+        let r = SubscriptionRecord {
+            stripe_subscription_id: None,
+            ..record("active")
+        };
+        assert!(SubscriptionView::of(&r, 0).is_none());
+    }
+
+    #[test]
+    fn live_and_ended_statuses() {
+        assert_eq!(record("past_due").live_subscription_id(), Some("sub_1"));
+        assert_eq!(record("canceled").live_subscription_id(), None);
+        assert!(record("canceled").has_ended());
+        assert!(!record("active").has_ended());
+    }
+}
