@@ -1,0 +1,613 @@
+//! Subscriptions end to end through real sockets: the API, its DynamoDB engine, and the Stripe
+//! emulator's Checkout and Portal pages, webhooks and clock.
+
+use devkit::TestApp;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const DAY: i64 = 86_400;
+
+/// The plan as stored, less the time of the Stripe read it reflects (every re-read moves it).
+async fn stored(app: &TestApp) -> Option<shared::subscriptions::SubscriptionRecord> {
+    let record = app
+        .state
+        .store
+        .subscription(app.account.as_str(), "self")
+        .await
+        .unwrap();
+    record.map(|r| shared::subscriptions::SubscriptionRecord {
+        synced_at_ms: None,
+        ..r
+    })
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `GET /v1/subscriptions` (as `key`) until `done` holds; webhooks are asynchronous.
+async fn wait_for(app: &TestApp, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = json_of(
+            app.send_as(key, Method::GET, "/v1/subscriptions", None)
+                .await,
+        )
+        .await;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting; last state: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Checkout for `tier`, paid on the emulator's page with the prefilled card; the subscription id.
+async fn subscribe(app: &TestApp, key: &str, tier: &str) -> String {
+    let body = json!({"tier": tier, "success_url": "https://yourapp.com/ok?session={CHECKOUT_SESSION_ID}",
+                      "cancel_url": "https://yourapp.com/pricing"});
+    let (status, checkout) = json_of(
+        app.send_as(key, Method::POST, "/v1/billing/checkout", Some(body))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{checkout}");
+    let session = checkout["session_id"].as_str().unwrap();
+    assert!(session.starts_with("cs_test_"), "{checkout}");
+    let url = checkout["checkout_url"].as_str().unwrap();
+    let paid = app
+        .http
+        .post(url)
+        .form(&[("card_number", "4242 4242 4242 4242")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    assert_eq!(
+        paid.headers()["location"].to_str().unwrap(),
+        format!("https://yourapp.com/ok?session={session}")
+    );
+    let sub = wait_for(app, key, |s| s["status"] == "active" && s["tier"] == tier).await;
+    sub["subscription_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn checkout_upgrade_cancel_reactivate_portal_and_a_failed_renewal() {
+    let app = TestApp::spawn(local::router).await;
+    let key = app.api_key.clone();
+
+    let (status, none) = json_of(app.send(Method::GET, "/v1/subscriptions", None).await).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        none,
+        json!({"error": {"code": "no_subscription", "message": "No active subscription found. Please subscribe to a plan.",
+                         "suggested_action": "redirect_to_pricing"}})
+    );
+
+    let id = subscribe(&app, &key, "pro").await;
+    let (_, sub) = json_of(app.send(Method::GET, "/v1/subscriptions", None).await).await;
+    assert!(id.starts_with("sub_"));
+    assert_eq!(sub["analyses_limit"], 100);
+    assert_eq!(sub["analyses_used"], 0);
+    assert_eq!(sub["cancel_at_period_end"], false);
+    assert!(
+        sub["stripe_customer_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("cus_")
+    );
+    for k in ["current_period_start", "current_period_end", "created_at"] {
+        assert!(
+            sub[k]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 20),
+            "{k}: {sub}"
+        );
+    }
+
+    // A second checkout for a subscribed subject is refused rather than double-billing.
+    let again = json!({"tier": "enterprise", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    assert_eq!(
+        app.send(Method::POST, "/v1/billing/checkout", Some(again))
+            .await
+            .status(),
+        400
+    );
+
+    // Upgrade: Stripe's own proration preview, in dollars.
+    let path = format!("/v1/subscriptions/{id}/upgrade");
+    let (status, up) = json_of(
+        app.send(Method::PUT, &path, Some(json!({"new_tier": "enterprise"})))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{up}");
+    assert_eq!(
+        (up["tier"].as_str(), up["previous_tier"].as_str()),
+        (Some("enterprise"), Some("pro"))
+    );
+    let amount = up["proration_amount"].as_f64().unwrap();
+    assert!(amount > 0.0 && amount <= 900.0, "{up}");
+    assert_eq!(up["proration_currency"], "USD");
+    assert_eq!(
+        up["message"],
+        format!("Subscription upgraded to enterprise. Prorated amount: ${amount:.2}")
+    );
+    let (status, same) = json_of(
+        app.send(Method::PUT, &path, Some(json!({"new_tier": "enterprise"})))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, same["error"]["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, bad) = json_of(
+        app.send(Method::PUT, &path, Some(json!({"new_tier": "premium"})))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, bad["error"]["message"].as_str()),
+        (
+            400,
+            Some("Invalid tier 'premium'. Valid tiers: pro, enterprise")
+        )
+    );
+    let sub = wait_for(&app, &key, |s| s["tier"] == "enterprise").await;
+    assert_eq!(sub["analyses_limit"], Value::Null);
+
+    // Cancel at period end, twice: the same answer.
+    let sub_path = format!("/v1/subscriptions/{id}");
+    for _ in 0..2 {
+        let (status, c) = json_of(app.send(Method::DELETE, &sub_path, None).await).await;
+        assert_eq!(status, 200, "{c}");
+        assert_eq!(c["cancel_at_period_end"], true);
+        assert_eq!(c["status"], "active");
+        assert_eq!(
+            c["message"],
+            format!(
+                "Subscription will be canceled on {}",
+                c["current_period_end"].as_str().unwrap()
+            )
+        );
+    }
+    wait_for(&app, &key, |s| s["cancel_at_period_end"] == true).await;
+    let (status, r) = json_of(
+        app.send(Method::POST, &format!("{sub_path}/reactivate"), None)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            r["message"].as_str(),
+            r["cancel_at_period_end"].as_bool()
+        ),
+        (
+            200,
+            Some("Subscription reactivated successfully"),
+            Some(false)
+        )
+    );
+    wait_for(&app, &key, |s| s["cancel_at_period_end"] == false).await;
+
+    // The same through Stripe's Customer Portal.
+    let (status, portal) = json_of(
+        app.send(
+            Method::POST,
+            "/v1/billing/portal",
+            Some(json!({"return_url": "https://yourapp.com/settings"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{portal}");
+    let portal_url = portal["portal_url"].as_str().unwrap().to_string();
+    let act = |action: &'static str, form: Vec<(&'static str, String)>| {
+        let url = format!("{portal_url}/{action}");
+        let http = app.http.clone();
+        async move { http.post(url).form(&form).send().await.unwrap() }
+    };
+    assert!(
+        act("cancel", vec![("subscription", id.clone())])
+            .await
+            .status()
+            .as_u16()
+            < 400
+    );
+    wait_for(&app, &key, |s| s["cancel_at_period_end"] == true).await;
+    assert!(
+        act("reactivate", vec![("subscription", id.clone())])
+            .await
+            .status()
+            .as_u16()
+            < 400
+    );
+    wait_for(&app, &key, |s| s["cancel_at_period_end"] == false).await;
+
+    // A card that attaches and then fails every charge: the renewal fails → past_due with
+    // Stripe's message kept; after the last retry → canceled.
+    assert!(
+        act("card", vec![("card_number", "4000 0000 0000 0341".into())])
+            .await
+            .status()
+            .as_u16()
+            < 400
+    );
+    app.stripe.advance_clock(31 * DAY).unwrap();
+    wait_for(&app, &key, |s| s["status"] == "past_due").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stored(&app).await.and_then(|r| r.payment_error).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the failure message was not kept: {:?}",
+            stored(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        stored(&app)
+            .await
+            .and_then(|r| r.payment_error)
+            .is_some_and(|m| m.contains("declined"))
+    );
+    for _ in 0..4 {
+        app.stripe.advance_clock(8 * DAY).unwrap();
+    }
+    let sub = wait_for(&app, &key, |s| s["status"] == "canceled").await;
+    assert_eq!(sub["subscription_id"], id.as_str());
+
+    replaying_every_event_changes_nothing(&app).await;
+}
+
+/// Every event Stripe sent, delivered again (twice, in reverse order), and again after the
+/// dedupe records are lost: the final state does not move.
+async fn replaying_every_event_changes_nothing(app: &TestApp) {
+    // Let the emulator's own deliveries finish first.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while app.stripe.deliveries().iter().any(|d| d.will_retry) || app.stripe.deliveries().len() < 5
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = stored(app).await;
+    let events: Value = app
+        .http
+        .get(format!("{}/v1/events?limit=100", app.stripe.base_url()))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = events["data"].as_array().unwrap().clone();
+    assert!(events.len() > 10, "the flow emitted its events");
+    let deliver = |event: Value| async move {
+        let payload = event.to_string();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            &app.state.stripe_keys.webhook_secret,
+            Some(now),
+        );
+        let response = app
+            .http
+            .post(app.url("/v1/webhooks/stripe"))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+    };
+    // Newest first as listed is the reverse of how they happened: the worst order.
+    for event in events.iter().chain(events.iter()) {
+        deliver(event.clone()).await;
+    }
+    assert_eq!(stored(app).await, before);
+
+    // Without the dedupe records every event is processed again, still to the same state.
+    let table = app
+        .state
+        .store
+        .tables()
+        .get(shared::tables::Table::Idempotency)
+        .to_string();
+    let client = app.state.store.client();
+    let items = client
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let mut dropped = 0;
+    for item in items {
+        if item
+            .get("pk")
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|pk| pk.starts_with("evt#"))
+        {
+            client
+                .delete_item()
+                .table_name(&table)
+                .key("pk", item["pk"].clone())
+                .send()
+                .await
+                .unwrap();
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0);
+    for event in events.iter().rev().chain(events.iter()) {
+        deliver(event.clone()).await;
+    }
+    assert_eq!(stored(app).await, before);
+}
+
+#[tokio::test]
+async fn bad_missing_and_stale_signatures_are_refused_and_change_nothing() {
+    let app = TestApp::spawn(local::router).await;
+    let id = subscribe(&app, &app.api_key, "pro").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = stored(&app).await;
+    let event = json!({"id": "evt_forged", "object": "event", "api_version": "2026-09-30.endive", "created": 1,
+        "data": {"object": {"id": id, "object": "subscription"}}, "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.deleted"});
+    let payload = event.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let secret = &app.state.stripe_keys.webhook_secret;
+    let cases = [
+        None,
+        Some("t=1,v1=deadbeef".to_string()),
+        Some(stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            "whsec_someone_else",
+            Some(now),
+        )),
+        Some(stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            secret,
+            Some(now - 301),
+        )),
+    ];
+    for signature in cases {
+        let mut request = app
+            .http
+            .post(app.url("/v1/webhooks/stripe"))
+            .body(payload.clone());
+        if let Some(s) = &signature {
+            request = request.header("stripe-signature", s);
+        }
+        let (status, body) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_signature")),
+            "{signature:?}"
+        );
+    }
+    assert_eq!(stored(&app).await, before);
+}
+
+#[tokio::test]
+async fn another_accounts_subscription_is_404_on_every_route() {
+    let app = TestApp::spawn(local::router).await;
+    let id = subscribe(&app, &app.api_key, "pro").await;
+    let customer = app
+        .state
+        .store
+        .subscription(app.account.as_str(), "self")
+        .await
+        .unwrap()
+        .unwrap()
+        .stripe_customer_id;
+    let other = app
+        .issue_key("acct_other", shared::config::Stage::Test)
+        .await;
+    let routes = [
+        (Method::DELETE, format!("/v1/subscriptions/{id}"), None),
+        (
+            Method::POST,
+            format!("/v1/subscriptions/{id}/reactivate"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/subscriptions/{id}/upgrade"),
+            Some(json!({"new_tier": "enterprise"})),
+        ),
+        (
+            Method::POST,
+            "/v1/subscriptions".to_string(),
+            Some(json!({"tier": "pro", "stripe_customer_id": customer})),
+        ),
+        (Method::GET, "/v1/subscriptions".to_string(), None),
+        (
+            Method::POST,
+            "/v1/billing/portal".to_string(),
+            Some(json!({"return_url": "https://b.example/"})),
+        ),
+    ];
+    for (method, path, body) in routes {
+        let (status, error) = json_of(app.send_as(&other, method.clone(), &path, body).await).await;
+        assert_eq!(status, 404, "{method} {path}: {error}");
+        assert!(error["error"]["code"].is_string(), "{error}");
+    }
+    // Nothing changed for the owner.
+    let (_, sub) = json_of(app.send(Method::GET, "/v1/subscriptions", None).await).await;
+    assert_eq!(
+        (
+            sub["status"].as_str(),
+            sub["cancel_at_period_end"].as_bool()
+        ),
+        (Some("active"), Some(false))
+    );
+}
+
+#[tokio::test]
+async fn server_side_subscriptions_need_a_payment_method_and_a_good_card() {
+    let app = TestApp::spawn(local::router).await;
+    // A customer this account's flows created (an abandoned checkout), without a card.
+    let body = json!({"tier": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no", "external_user_id": "user_123"});
+    assert_eq!(
+        app.send(Method::POST, "/v1/billing/checkout", Some(body))
+            .await
+            .status(),
+        200
+    );
+    let record = app
+        .state
+        .store
+        .subscription(app.account.as_str(), "user#user_123")
+        .await
+        .unwrap()
+        .unwrap();
+    let create = json!({"tier": "pro", "stripe_customer_id": record.stripe_customer_id, "external_user_id": "user_123"});
+    let (status, e) = json_of(
+        app.send(Method::POST, "/v1/subscriptions", Some(create.clone()))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (402, Some("payment_failed")),
+        "{e}"
+    );
+    assert_eq!(
+        e["error"]["message"],
+        "Payment could not be processed. Please update your payment method."
+    );
+
+    // Give the customer a card that fails charges: Stripe's decline message comes through.
+    let stripe = |path: String, form: Vec<(&'static str, String)>| {
+        let http = app.http.clone();
+        let url = format!("{}{path}", app.stripe.base_url());
+        async move {
+            http.post(url)
+                .bearer_auth("sk_test_local")
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let cus = record.stripe_customer_id.clone();
+    assert!(
+        stripe(
+            "/v1/payment_methods/pm_card_chargeCustomerFail/attach".into(),
+            vec![("customer", cus.clone())]
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    let methods: Value = app
+        .http
+        .get(format!(
+            "{}/v1/payment_methods?customer={cus}",
+            app.stripe.base_url()
+        ))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pm_id = methods["data"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        stripe(
+            format!("/v1/customers/{cus}"),
+            vec![("invoice_settings[default_payment_method]", pm_id)]
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    let (status, e) = json_of(
+        app.send(Method::POST, "/v1/subscriptions", Some(create.clone()))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (402, Some("payment_failed")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["stripe_error"]
+            .as_str()
+            .unwrap()
+            .contains("declined"),
+        "{e}"
+    );
+
+    // With a good card it is created and active at once.
+    let (_, good) = json_of(
+        stripe(
+            "/v1/payment_methods/pm_card_visa/attach".into(),
+            vec![("customer", cus.clone())],
+        )
+        .await,
+    )
+    .await;
+    let good_id = good["id"].as_str().unwrap().to_string();
+    assert!(
+        stripe(
+            format!("/v1/customers/{cus}"),
+            vec![("invoice_settings[default_payment_method]", good_id)]
+        )
+        .await
+        .status()
+        .is_success()
+    );
+    let (status, created) = json_of(
+        app.send(Method::POST, "/v1/subscriptions", Some(create))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(
+        (created["status"].as_str(), created["tier"].as_str()),
+        (Some("active"), Some("pro"))
+    );
+    assert_eq!(
+        created["subscription_id"],
+        created["stripe_subscription_id"]
+    );
+    let (_, sub) = json_of(
+        app.send(
+            Method::GET,
+            "/v1/subscriptions?external_user_id=user_123",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(sub["subscription_id"], created["subscription_id"]);
+    let (status, _) = json_of(
+        app.send(
+            Method::GET,
+            "/v1/subscriptions?external_user_id=bad%20id",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
