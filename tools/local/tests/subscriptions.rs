@@ -611,3 +611,281 @@ async fn server_side_subscriptions_need_a_payment_method_and_a_good_card() {
     .await;
     assert_eq!(status, 400);
 }
+
+/// The app's router over the same state, but with Stripe unreachable.
+fn with_stripe_down(app: &TestApp) -> axum::Router {
+    let dead = shared::stripe::StripeApi::new("http://127.0.0.1:9", "sk_test_local").unwrap();
+    local::router(shared::AppState {
+        stripe: dead,
+        ..app.state.clone()
+    })
+}
+
+async fn call(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (u16, Value) {
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn stripe_down_is_502_and_changes_nothing() {
+    let app = TestApp::spawn(local::router).await;
+    let router = with_stripe_down(&app);
+    let body = json!({"tier": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    let request = axum::http::Request::post("/v1/billing/checkout")
+        .header("authorization", format!("Bearer {}", app.api_key))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let (status, error) = call(&router, request).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (502, Some("upstream_unavailable")),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains("127.0.0.1"),
+        "no internals: {error}"
+    );
+    assert_eq!(
+        app.state
+            .store
+            .subscription(app.account.as_str(), "self")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A webhook we cannot process answers 5xx (Stripe retries) and is not marked processed.
+    let id = subscribe(&app, &app.api_key, "pro").await;
+    let event = json!({"id": "evt_retry_me", "object": "event", "api_version": "2026-09-30.endive", "created": 1,
+        "data": {"object": {"id": id, "object": "subscription"}}, "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.updated"});
+    let payload = event.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed = |payload: &str| {
+        stripe_webhook::Webhook::generate_test_header(
+            payload,
+            &app.state.stripe_keys.webhook_secret,
+            Some(now),
+        )
+    };
+    let request = axum::http::Request::post("/v1/webhooks/stripe")
+        .header("stripe-signature", signed(&payload))
+        .body(axum::body::Body::from(payload.clone()))
+        .unwrap();
+    let (status, _) = call(&router, request).await;
+    assert_eq!(status, 502);
+    assert!(
+        !app.state
+            .store
+            .event_processed("evt_retry_me", now)
+            .await
+            .unwrap()
+    );
+    // Stripe's retry, once Stripe answers again, is processed.
+    let retried = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("stripe-signature", signed(&payload))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    assert!(
+        app.state
+            .store
+            .event_processed("evt_retry_me", now)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_retried_checkout_never_creates_a_second_session() {
+    let app = TestApp::spawn(local::router).await;
+    let body = json!({"tier": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    let post = |key: &'static str| {
+        let request = app
+            .http
+            .post(app.url("/v1/billing/checkout"))
+            .bearer_auth(&app.api_key)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let first = post("order-42").await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let replay = post("order-42").await;
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay, first);
+
+    // As if we crashed after Stripe answered but before storing the response: the retry runs
+    // again, and Stripe's idempotency (a key derived from the client's) returns the same session.
+    let table = app
+        .state
+        .store
+        .tables()
+        .get(shared::tables::Table::Idempotency)
+        .to_string();
+    let client = app.state.store.client();
+    for item in client
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default()
+    {
+        client
+            .delete_item()
+            .table_name(&table)
+            .key("pk", item["pk"].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let rerun = post("order-42").await;
+    assert!(
+        rerun.headers().get("idempotent-replayed").is_none(),
+        "it really ran again"
+    );
+    let rerun: Value = rerun.json().await.unwrap();
+    assert_eq!(rerun["session_id"], first["session_id"]);
+
+    let other = post("order-43").await.json::<Value>().await.unwrap();
+    assert_ne!(
+        other["session_id"], first["session_id"],
+        "another key is another session"
+    );
+    let reused = app.http.post(app.url("/v1/billing/checkout")).bearer_auth(&app.api_key).header("idempotency-key", "order-42")
+        .json(&json!({"tier": "enterprise", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"}))
+        .send().await.unwrap();
+    assert_eq!(reused.status(), 422);
+}
+
+#[tokio::test]
+async fn a_downgrade_shows_its_credit_as_a_negative_amount() {
+    let app = TestApp::spawn(local::router).await;
+    let id = subscribe(&app, &app.api_key, "enterprise").await;
+    let (status, down) = json_of(
+        app.send(
+            Method::PUT,
+            &format!("/v1/subscriptions/{id}/upgrade"),
+            Some(json!({"new_tier": "pro"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{down}");
+    let amount = down["proration_amount"].as_f64().unwrap();
+    assert!(amount < 0.0 && amount >= -900.0, "{down}");
+    assert_eq!(
+        down["message"],
+        format!(
+            "Subscription downgraded to pro. Prorated amount: -${:.2}",
+            -amount
+        )
+    );
+    assert_eq!(
+        (down["tier"].as_str(), down["previous_tier"].as_str()),
+        (Some("pro"), Some("enterprise"))
+    );
+    wait_for(&app, &app.api_key, |s| {
+        s["tier"] == "pro" && s["analyses_limit"] == 100
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_is_400_naming_the_field() {
+    let app = TestApp::spawn(local::router).await;
+    let cases = [
+        (
+            "/v1/billing/checkout",
+            json!({"success_url": "https://a.example/", "cancel_url": "https://a.example/"}),
+            "tier",
+        ),
+        (
+            "/v1/billing/checkout",
+            json!({"tier": "pro", "success_url": "/relative", "cancel_url": "https://a.example/"}),
+            "success_url",
+        ),
+        (
+            "/v1/billing/checkout",
+            json!({"tier": "pro", "success_url": "https://a.example/", "cancel_url": 5}),
+            "cancel_url",
+        ),
+        (
+            "/v1/billing/checkout",
+            json!({"tier": "pro", "success_url": "https://a.example/", "cancel_url": "https://a.example/", "external_user_id": "no spaces"}),
+            "external_user_id",
+        ),
+        ("/v1/billing/portal", json!({}), "return_url"),
+        (
+            "/v1/subscriptions",
+            json!({"tier": "pro"}),
+            "stripe_customer_id",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, e) = json_of(app.send(Method::POST, path, Some(body.clone())).await).await;
+        assert_eq!(
+            (
+                status,
+                e["error"]["code"].as_str(),
+                e["error"]["field"].as_str()
+            ),
+            (400, Some("invalid_request"), Some(field)),
+            "{path} {body}: {e}"
+        );
+    }
+    let (status, e) = json_of(app.send(Method::POST, "/v1/billing/checkout", Some(json!({"tier": "premium", "success_url": "https://a.example/", "cancel_url": "https://a.example/"}))).await).await;
+    assert_eq!(
+        (status, e),
+        (
+            400,
+            json!({"error": {"code": "invalid_tier", "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}})
+        )
+    );
+    let raw = app
+        .http
+        .post(app.url("/v1/billing/checkout"))
+        .bearer_auth(&app.api_key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    let huge = app
+        .http
+        .post(app.url("/v1/billing/checkout"))
+        .bearer_auth(&app.api_key)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+}
