@@ -207,19 +207,20 @@ impl Store {
         }
     }
 
+    /// The first item of the Subscriptions index `index` whose key is `value`.
     async fn subscription_by_index(
         &self,
         index: usize,
-        attr: &str,
         value: &str,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        let gsi = &def(Table::Subscriptions).gsis[index];
         let out = self
             .client
             .query()
             .table_name(self.table(Table::Subscriptions))
-            .index_name(def(Table::Subscriptions).gsis[index].name)
+            .index_name(gsi.name)
             .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", attr)
+            .expression_attribute_names("#k", gsi.pk.name)
             .expression_attribute_values(":v", AttributeValue::S(value.to_string()))
             .limit(1)
             .send()
@@ -239,8 +240,7 @@ impl Store {
         &self,
         subscription_id: &str,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        self.subscription_by_index(0, "stripe_subscription_id", subscription_id)
-            .await
+        self.subscription_by_index(0, subscription_id).await
     }
 
     /// The plan item of a Stripe customer, whichever account it belongs to: callers must
@@ -249,8 +249,7 @@ impl Store {
         &self,
         customer_id: &str,
     ) -> Result<Option<SubscriptionRecord>, StoreError> {
-        self.subscription_by_index(1, "stripe_customer_id", customer_id)
-            .await
+        self.subscription_by_index(1, customer_id).await
     }
 
     /// Writes what a Stripe read says, unless the item already reflects a newer read of the

@@ -79,6 +79,19 @@ fn failure(e: StripeError) -> StripeFailure {
     }
 }
 
+/// Sends an async-stripe request: one attempt, under `key` (an `Option<&str>`) when given,
+/// with Stripe's failures mapped to ours.
+macro_rules! send {
+    ($self:ident, $request:expr, $key:expr) => {
+        $request
+            .customize()
+            .request_strategy(strategy($key))
+            .send(&$self.client)
+            .await
+            .map_err(failure)
+    };
+}
+
 /// One attempt, under the caller's idempotency key when it has one. Keys we derive are hex
 /// digests, always valid; an invalid one falls back to a plain single attempt.
 fn strategy(idempotency_key: Option<&str>) -> RequestStrategy {
@@ -192,14 +205,7 @@ impl StripeApi {
         if let Some(email) = email {
             request = request.email(email);
         }
-        Ok(request
-            .customize()
-            .request_strategy(strategy(Some(idempotency_key)))
-            .send(&self.client)
-            .await
-            .map_err(failure)?
-            .id
-            .to_string())
+        Ok(send!(self, request, Some(idempotency_key))?.id.to_string())
     }
 
     /// The customer's default payment method, if it has one.
@@ -207,13 +213,7 @@ impl StripeApi {
         &self,
         customer_id: &str,
     ) -> Result<Option<String>, StripeFailure> {
-        match RetrieveCustomer::new(customer_id)
-            .customize()
-            .request_strategy(strategy(None))
-            .send(&self.client)
-            .await
-            .map_err(failure)?
-        {
+        match send!(self, RetrieveCustomer::new(customer_id), None)? {
             RetrieveCustomerReturned::Customer(c) => Ok(c
                 .invoice_settings
                 .and_then(|s| s.default_payment_method)
@@ -259,12 +259,7 @@ impl StripeApi {
         } else if let Some(email) = r.customer_email {
             request = request.customer_email(email);
         }
-        let session = request
-            .customize()
-            .request_strategy(strategy(Some(idempotency_key)))
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        let session = send!(self, request, Some(idempotency_key))?;
         let url = session
             .url
             .ok_or_else(|| StripeFailure::Refused("the Checkout Session has no url".into()))?;
@@ -282,13 +277,7 @@ impl StripeApi {
         let request = CreateBillingPortalSession::new()
             .customer(customer_id)
             .return_url(return_url);
-        Ok(request
-            .customize()
-            .request_strategy(strategy(None))
-            .send(&self.client)
-            .await
-            .map_err(failure)?
-            .url)
+        Ok(send!(self, request, None)?.url)
     }
 
     /// A subscription charged at once to the customer's default payment method; a decline is
@@ -307,25 +296,19 @@ impl StripeApi {
             .items(vec![item])
             .metadata(metadata)
             .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(SubscriptionSnapshot::from(
-            &request
-                .customize()
-                .request_strategy(strategy(Some(idempotency_key)))
-                .send(&self.client)
-                .await
-                .map_err(failure)?,
-        ))
+        Ok(SubscriptionSnapshot::from(&send!(
+            self,
+            request,
+            Some(idempotency_key)
+        )?))
     }
 
     pub async fn subscription(&self, id: &str) -> Result<SubscriptionSnapshot, StripeFailure> {
-        Ok(SubscriptionSnapshot::from(
-            &RetrieveSubscription::new(id)
-                .customize()
-                .request_strategy(strategy(None))
-                .send(&self.client)
-                .await
-                .map_err(failure)?,
-        ))
+        Ok(SubscriptionSnapshot::from(&send!(
+            self,
+            RetrieveSubscription::new(id),
+            None
+        )?))
     }
 
     pub async fn set_cancel_at_period_end(
@@ -335,14 +318,11 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let request = UpdateSubscription::new(id).cancel_at_period_end(cancel);
-        Ok(SubscriptionSnapshot::from(
-            &request
-                .customize()
-                .request_strategy(strategy(Some(idempotency_key)))
-                .send(&self.client)
-                .await
-                .map_err(failure)?,
-        ))
+        Ok(SubscriptionSnapshot::from(&send!(
+            self,
+            request,
+            Some(idempotency_key)
+        )?))
     }
 
     /// What changing the subscription's item to `price_id` now would prorate, in cents
@@ -364,12 +344,7 @@ impl StripeApi {
             .customer(sub.customer_id.as_str())
             .subscription(sub.id.as_str())
             .subscription_details(details);
-        let invoice = request
-            .customize()
-            .request_strategy(strategy(None))
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        let invoice = send!(self, request, None)?;
         Ok(invoice
             .lines
             .data
@@ -405,14 +380,11 @@ impl StripeApi {
             .items(vec![item])
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(SubscriptionSnapshot::from(
-            &request
-                .customize()
-                .request_strategy(strategy(Some(idempotency_key)))
-                .send(&self.client)
-                .await
-                .map_err(failure)?,
-        ))
+        Ok(SubscriptionSnapshot::from(&send!(
+            self,
+            request,
+            Some(idempotency_key)
+        )?))
     }
 
     /// Why an invoice's last payment attempt failed, in Stripe's words ("Your card was
@@ -421,13 +393,9 @@ impl StripeApi {
         &self,
         invoice_id: &str,
     ) -> Result<Option<String>, StripeFailure> {
-        let invoice = RetrieveInvoice::new(invoice_id)
-            .expand(vec!["payments.data.payment.payment_intent".to_string()])
-            .customize()
-            .request_strategy(strategy(None))
-            .send(&self.client)
-            .await
-            .map_err(failure)?;
+        let request = RetrieveInvoice::new(invoice_id)
+            .expand(vec!["payments.data.payment.payment_intent".to_string()]);
+        let invoice = send!(self, request, None)?;
         Ok(invoice
             .payments
             .iter()

@@ -253,33 +253,7 @@ async fn cancel(
     idem: Option<IdempotencyKey>,
     Path(id): Path<String>,
 ) -> Result<Json<CancelState>, ApiError> {
-    let r = owned(&state, &account, &id).await?;
-    if r.has_ended() {
-        return Err(ended(&id));
-    }
-    if r.cancel_at_period_end {
-        let status = r.status.as_deref().unwrap_or("active");
-        return Ok(cancel_state(
-            &id,
-            status,
-            true,
-            r.current_period_end,
-            cancel_message(r.current_period_end),
-        ));
-    }
-    let key = stripe_key_for(idem.as_ref(), "cancel");
-    let snap = state
-        .stripe
-        .set_cancel_at_period_end(&id, true, &key)
-        .await?;
-    record(&state, account.id.as_str(), &r.subject, &snap).await?;
-    Ok(cancel_state(
-        &id,
-        &snap.status,
-        snap.cancel_at_period_end,
-        snap.current_period_end,
-        cancel_message(snap.current_period_end),
-    ))
+    set_cancel_at_period_end(&state, &account, idem, &id, true).await
 }
 
 /// `POST /v1/subscriptions/{id}/reactivate`: undo a pending cancellation. An active
@@ -290,32 +264,49 @@ async fn reactivate(
     idem: Option<IdempotencyKey>,
     Path(id): Path<String>,
 ) -> Result<Json<CancelState>, ApiError> {
-    let r = owned(&state, &account, &id).await?;
+    set_cancel_at_period_end(&state, &account, idem, &id, false).await
+}
+
+/// Cancel (`cancel`) or reactivate a subscription of the caller's. When it is already in
+/// the asked state Stripe is not called and the answer is the same: retries are harmless.
+async fn set_cancel_at_period_end(
+    state: &AppState,
+    account: &Account,
+    idem: Option<IdempotencyKey>,
+    id: &str,
+    cancel: bool,
+) -> Result<Json<CancelState>, ApiError> {
+    let r = owned(state, account, id).await?;
     if r.has_ended() {
-        return Err(ended(&id));
+        return Err(ended(id));
     }
-    if !r.cancel_at_period_end {
+    let message = |period_end: Option<i64>, changed: bool| match (cancel, changed) {
+        (true, _) => cancel_message(period_end),
+        (false, true) => "Subscription reactivated successfully".to_string(),
+        (false, false) => "Subscription is already active".to_string(),
+    };
+    if r.cancel_at_period_end == cancel {
         let status = r.status.as_deref().unwrap_or("active");
         return Ok(cancel_state(
-            &id,
+            id,
             status,
-            false,
+            cancel,
             r.current_period_end,
-            "Subscription is already active".into(),
+            message(r.current_period_end, false),
         ));
     }
-    let key = stripe_key_for(idem.as_ref(), "reactivate");
+    let key = stripe_key_for(idem.as_ref(), if cancel { "cancel" } else { "reactivate" });
     let snap = state
         .stripe
-        .set_cancel_at_period_end(&id, false, &key)
+        .set_cancel_at_period_end(id, cancel, &key)
         .await?;
-    record(&state, account.id.as_str(), &r.subject, &snap).await?;
+    record(state, account.id.as_str(), &r.subject, &snap).await?;
     Ok(cancel_state(
-        &id,
+        id,
         &snap.status,
         snap.cancel_at_period_end,
         snap.current_period_end,
-        "Subscription reactivated successfully".into(),
+        message(snap.current_period_end, true),
     ))
 }
 
