@@ -15,6 +15,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod lambda;
+pub mod ledger;
 pub mod query;
 pub mod secrets;
 pub mod state;

@@ -16,6 +16,12 @@ pub enum StoreError {
     ConditionFailed(String),
     #[error("stored item does not decode: {0}")]
     Corrupt(String),
+    /// A value the store refuses before any call (out of bounds, malformed).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// Retries against conflicting writes or throttling ran out; the caller may retry later.
+    #[error("contention: {0}")]
+    Contention(String),
 }
 
 impl From<StoreError> for crate::ApiError {

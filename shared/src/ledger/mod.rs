@@ -1,0 +1,162 @@
+//! The credit ledger: per (account, subject) balances of document credits on the
+//! `CreditLedger` table, changed only by conditioned `TransactWriteItems` that write the
+//! balance and its append-only entry together.
+//!
+//! Item layout (pk `"{account_id}#{subject_key}"`):
+//! - `BALANCE`: `balance`, `pool` (credits that never expire), `total_purchased`,
+//!   `total_spent`, `total_expired`, and `lots`, a map from a grant's source id to
+//!   `{remaining, expires_at}` for credits that expire. `balance == pool + Σ lots.remaining`
+//!   and `balance == total_purchased − total_spent − total_expired`.
+//! - `ENTRY#<ulid>`: `{id, kind: grant|spend|expiry, amount (±), reason, source_id?,
+//!   created_at}`; spends also carry the `analysis_ids` they paid for. Never changed.
+//! - `GRANT#<source_id>`: the marker that makes a second grant of one source impossible.
+//! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id?}` (no entry when not charged).
+//! - `PURCHASE#<created rfc3339>#<purchase id>`: a credit purchase, pending → completed.
+//!
+//! The decisions are pure (`rules`); `store` is the DynamoDB adapter (methods on
+//! [`crate::store::Store`]).
+
+pub mod rules;
+mod store;
+
+use serde::{Deserialize, Serialize};
+
+/// The most distinct documents one access request may name (one transaction holds at most
+/// 100 items: the balance, the entry, a document each, and write-offs of expired lots).
+pub const MAX_ACCESS_IDS: usize = 50;
+
+/// Whose ledger: an account and a subject (`Subject::key()`: `self` or `user#<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LedgerKey {
+    pub account_id: String,
+    pub subject: String,
+}
+
+impl LedgerKey {
+    /// The partition key of every item of this ledger.
+    pub fn pk(&self) -> String {
+        format!("{}#{}", self.account_id, self.subject)
+    }
+}
+
+/// Credits to add, keyed by their source (the Stripe Checkout Session id): a source grants
+/// once, ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant<'a> {
+    pub source_id: &'a str,
+    pub credits: i64,
+    pub reason: &'a str,
+    /// Unix seconds from which the credits no longer count; `None` never expires.
+    pub expires_at: Option<i64>,
+    /// The pending purchase this grant completes ([`Purchase::sort_key`]), in the same
+    /// transaction.
+    pub purchase_sk: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantOutcome {
+    /// The credits were added; `balance` is the unexpired balance right after the grant.
+    Granted { balance: i64 },
+    /// This source was granted before: nothing changed.
+    AlreadyGranted,
+}
+
+/// Credits that expire, from one grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lot {
+    pub source_id: String,
+    pub remaining: i64,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Spendable credits now: expired ones never count.
+    pub balance: i64,
+    pub total_purchased: i64,
+    pub total_spent: i64,
+    /// The unexpired expiring lots with credits left, soonest-expiring first (their
+    /// `expires_at` is always set). Credits not in a lot never expire.
+    pub lots: Vec<Lot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessOutcome {
+    Granted {
+        /// Every requested id (owned before or bought now), in request order.
+        accessible: Vec<String>,
+        /// One per newly bought document; 0 when not charged.
+        credits_spent: i64,
+        remaining_balance: i64,
+    },
+    /// Nothing was written. `required`: the number of new documents; `available`: the
+    /// unexpired balance.
+    Insufficient { required: i64, available: i64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Grant,
+    Spend,
+    Expiry,
+}
+
+/// One append-only ledger line; `amount` is positive for grants, negative otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub kind: EntryKind,
+    pub amount: i64,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurchaseStatus {
+    Pending,
+    Completed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purchase {
+    /// `cp_<ulid>`.
+    pub id: String,
+    /// The Stripe Checkout Session id: the source of the grant that completes it.
+    pub session_id: String,
+    pub pack_type: String,
+    pub credits: i64,
+    pub price_cents: i64,
+    pub status: PurchaseStatus,
+    /// Unix seconds.
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<i64>,
+}
+
+impl Purchase {
+    /// The item's sort key, `PURCHASE#<created_at as RFC 3339>#<id>`: the caller puts it in
+    /// the Checkout Session's metadata and hands it back as [`Grant::purchase_sk`].
+    pub fn sort_key(&self) -> String {
+        let created = time::OffsetDateTime::from_unix_timestamp(self.created_at)
+            .map(crate::clock::rfc3339)
+            .unwrap_or_else(|_| format!("{:020}", self.created_at));
+        format!("{}{created}#{}", store::PURCHASE_PREFIX, self.id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchasePage {
+    /// Newest first.
+    pub purchases: Vec<Purchase>,
+    /// Credits of completed purchases (all of them, not just this page).
+    pub total_purchased: i64,
+    /// Price of completed purchases (all of them), in cents.
+    pub total_spent_cents: i64,
+}
+
+/// The most purchases one page returns.
+pub const MAX_PURCHASE_PAGE: usize = 100;

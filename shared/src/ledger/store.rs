@@ -1,0 +1,851 @@
+//! The ledger's DynamoDB adapter: reads the state, asks `rules` what to do, and writes the
+//! plan as one `TransactWriteItems` whose conditions restate every assumption the plan made.
+//!
+//! - A transaction cancelled by a *conflict* or throttling is retried as is, with jittered
+//!   exponential backoff (at most `MAX_TX_ATTEMPTS` sends, well under a second of waiting).
+//! - A transaction cancelled by a *condition* means the read is stale: re-read and decide
+//!   again (at most `MAX_DECISIONS` times), e.g. a document bought meanwhile by a concurrent
+//!   request is now free, a balance spent meanwhile may now be insufficient.
+
+use super::rules::{self, AccessDecision, AccessPlan, LedgerState, StoredLot};
+use super::{
+    AccessOutcome, Balance, Entry, EntryKind, Grant, GrantOutcome, LedgerKey, MAX_ACCESS_IDS,
+    MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
+};
+use crate::store::{Store, StoreError};
+use crate::tables::Table;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+pub(super) const BALANCE_SK: &str = "BALANCE";
+pub(super) const ENTRY_PREFIX: &str = "ENTRY#";
+pub(super) const GRANT_PREFIX: &str = "GRANT#";
+pub(super) const DOC_PREFIX: &str = "DOC#";
+pub(super) const PURCHASE_PREFIX: &str = "PURCHASE#";
+
+/// Sends of one transaction that a conflict or throttling may cause.
+const MAX_TX_ATTEMPTS: u32 = 8;
+/// Backoff before the n-th resend: uniformly random up to `min(BASE · 2ⁿ, CAP)` ms, so at
+/// most 8+16+32+64+128+200+200 = 648 ms over all resends.
+const BACKOFF_BASE_MS: u64 = 8;
+const BACKOFF_CAP_MS: u64 = 200;
+/// Re-reads after a transaction cancelled by a condition (each means someone else changed
+/// the ledger meanwhile).
+const MAX_DECISIONS: usize = 12;
+/// Query pages read for one listing (each up to 1 MB).
+const MAX_QUERY_PAGES: usize = 64;
+/// Longest id accepted in a sort key (documents, grant sources, purchases).
+const MAX_ID_LEN: usize = 256;
+const MAX_REASON_LEN: usize = 512;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LotItem {
+    remaining: i64,
+    expires_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BalanceItem {
+    pk: String,
+    sk: String,
+    balance: i64,
+    pool: i64,
+    total_purchased: i64,
+    total_spent: i64,
+    total_expired: i64,
+    #[serde(default)]
+    lots: HashMap<String, LotItem>,
+}
+
+impl BalanceItem {
+    fn state(self) -> LedgerState {
+        let mut lots: Vec<StoredLot> = self
+            .lots
+            .into_iter()
+            .map(|(source_id, l)| StoredLot {
+                source_id,
+                remaining: l.remaining,
+                expires_at: l.expires_at,
+            })
+            .collect();
+        lots.sort_by(|a, b| a.source_id.cmp(&b.source_id));
+        LedgerState {
+            balance: self.balance,
+            pool: self.pool,
+            total_purchased: self.total_purchased,
+            total_spent: self.total_spent,
+            total_expired: self.total_expired,
+            lots,
+        }
+    }
+
+    fn new(pk: &str, state: &LedgerState) -> Self {
+        Self {
+            pk: pk.to_string(),
+            sk: BALANCE_SK.to_string(),
+            balance: state.balance,
+            pool: state.pool,
+            total_purchased: state.total_purchased,
+            total_spent: state.total_spent,
+            total_expired: state.total_expired,
+            lots: state
+                .lots
+                .iter()
+                .map(|l| {
+                    (
+                        l.source_id.clone(),
+                        LotItem {
+                            remaining: l.remaining,
+                            expires_at: l.expires_at,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EntryItem<'a> {
+    pk: &'a str,
+    sk: String,
+    #[serde(flatten)]
+    entry: &'a Entry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    analysis_ids: Option<&'a [String]>,
+}
+
+#[derive(Debug, Serialize)]
+struct GrantMarker<'a> {
+    pk: &'a str,
+    sk: String,
+    source_id: &'a str,
+    credits: i64,
+    entry_id: &'a str,
+    granted_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct DocItem<'a> {
+    pk: &'a str,
+    sk: String,
+    analysis_id: &'a str,
+    granted_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry_id: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct PurchaseItem<'a> {
+    pk: &'a str,
+    sk: String,
+    #[serde(flatten)]
+    purchase: &'a Purchase,
+}
+
+fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Sdk(DisplayErrorContext(e).to_string())
+}
+
+fn corrupt(e: serde_dynamo::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn build(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Sdk(e.to_string())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+fn item_key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), StoreError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be 1-{MAX_ID_LEN} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A new entry id: a ULID whose time part is `now` (so ids sort by time).
+fn new_entry_id(now: i64) -> String {
+    let ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
+    ulid::Ulid::from_parts(ms, rand::random::<u128>()).to_string()
+}
+
+/// Jittered exponential backoff before resend `attempt` (1-based).
+async fn backoff(attempt: u32) {
+    let ceiling = BACKOFF_BASE_MS
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP_MS);
+    let wait = rand::random_range(1..=ceiling.max(1));
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
+/// How a transaction ended when it did not fail outright.
+#[derive(Debug)]
+enum TxResult {
+    Committed,
+    /// Cancelled by a condition: the code of each item, in order (`None` for items that
+    /// passed; may be empty when the engine sends no reasons).
+    ConditionFailed(Vec<String>),
+}
+
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+fn is_retryable_reason(code: &str) -> bool {
+    matches!(
+        code,
+        "None"
+            | "TransactionConflict"
+            | "ThrottlingError"
+            | "ProvisionedThroughputExceeded"
+            | "RequestLimitExceeded"
+    )
+}
+
+/// What the ledger's queries and transactions share.
+impl Store {
+    fn ledger_table(&self) -> &str {
+        self.tables().get(Table::CreditLedger)
+    }
+
+    /// Sends one transaction, resending it (backoff) while it is cancelled by conflicts or
+    /// throttling.
+    async fn ledger_transact(&self, items: Vec<TransactWriteItem>) -> Result<TxResult, StoreError> {
+        debug_assert!(!items.is_empty() && items.len() <= 100);
+        let mut last = String::new();
+        for attempt in 1..=MAX_TX_ATTEMPTS {
+            if attempt > 1 {
+                backoff(attempt - 1).await;
+            }
+            let result = self
+                .client()
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(TxResult::Committed),
+                Err(e) => e,
+            };
+            let retry = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<String> = cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None").to_string())
+                        .collect();
+                    if codes.iter().any(|c| c == CONDITION_FAILED) {
+                        return Ok(TxResult::ConditionFailed(codes));
+                    }
+                    if codes.is_empty() {
+                        // No reasons at all: treat it as a stale read, which re-reads.
+                        return Ok(TxResult::ConditionFailed(codes));
+                    }
+                    codes.iter().all(|c| is_retryable_reason(c))
+                }
+                Some(
+                    TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+                    | TransactWriteItemsError::RequestLimitExceeded(_)
+                    | TransactWriteItemsError::ThrottlingException(_)
+                    | TransactWriteItemsError::TransactionInProgressException(_)
+                    | TransactWriteItemsError::InternalServerError(_),
+                ) => true,
+                _ => false,
+            };
+            if !retry {
+                return Err(sdk(err));
+            }
+            last = DisplayErrorContext(&err).to_string();
+            tracing::debug!(attempt, error = %last, "ledger transaction retried");
+        }
+        Err(StoreError::Contention(format!(
+            "a ledger transaction was cancelled {MAX_TX_ATTEMPTS} times: {last}"
+        )))
+    }
+
+    /// One strongly consistent read of the `BALANCE` item and the items `sks` of ledger `pk`:
+    /// the state, and which of `sks` exist.
+    async fn ledger_read(
+        &self,
+        pk: &str,
+        sks: &[String],
+    ) -> Result<(Option<LedgerState>, HashSet<String>), StoreError> {
+        debug_assert!(sks.len() < 100);
+        let table = self.ledger_table().to_string();
+        let mut keys: Vec<HashMap<String, AttributeValue>> = Vec::with_capacity(sks.len() + 1);
+        keys.push(item_key(pk, BALANCE_SK));
+        keys.extend(sks.iter().map(|sk| item_key(pk, sk)));
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .projection_expression("#pk, #sk, #b, #p, #tp, #ts, #te, #lots")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#b", "balance")
+                .expression_attribute_names("#p", "pool")
+                .expression_attribute_names("#tp", "total_purchased")
+                .expression_attribute_names("#ts", "total_spent")
+                .expression_attribute_names("#te", "total_expired")
+                .expression_attribute_names("#lots", "lots")
+                .build()
+                .map_err(build)?,
+        );
+        let mut state = None;
+        let mut found = HashSet::new();
+        for attempt in 1..=MAX_TX_ATTEMPTS {
+            let Some(request) = pending.take() else {
+                return Ok((state, found));
+            };
+            if attempt > 1 {
+                backoff(attempt - 1).await;
+            }
+            let out = self
+                .client()
+                .batch_get_item()
+                .request_items(table.clone(), request)
+                .send()
+                .await
+                .map_err(sdk)?;
+            let items = out
+                .responses
+                .and_then(|mut r| r.remove(&table))
+                .unwrap_or_default();
+            for item in items {
+                let sk = match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => sk.clone(),
+                    _ => return Err(StoreError::Corrupt("a ledger item without sk".into())),
+                };
+                if sk == BALANCE_SK {
+                    let balance: BalanceItem = serde_dynamo::from_item(item).map_err(corrupt)?;
+                    let read = balance.state();
+                    if !read.is_consistent() {
+                        return Err(StoreError::Corrupt(format!(
+                            "ledger {pk}: the balance item does not add up: {read:?}"
+                        )));
+                    }
+                    state = Some(read);
+                } else {
+                    found.insert(sk);
+                }
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        match pending {
+            None => Ok((state, found)),
+            Some(_) => Err(StoreError::Contention(format!(
+                "ledger {pk}: keys left unprocessed after {MAX_TX_ATTEMPTS} reads"
+            ))),
+        }
+    }
+
+    /// Every item of ledger `pk` whose sort key starts with `prefix`, in sort-key order
+    /// (reversed when `newest_first`).
+    async fn ledger_query(
+        &self,
+        pk: &str,
+        prefix: &str,
+        newest_first: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        for _ in 0..MAX_QUERY_PAGES {
+            let out = self
+                .client()
+                .query()
+                .table_name(self.ledger_table())
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .scan_index_forward(!newest_first)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+        Err(StoreError::Invalid(format!(
+            "ledger {pk}: more than {MAX_QUERY_PAGES} pages of {prefix} items"
+        )))
+    }
+
+    /// A put of a new item: it must not exist yet.
+    fn ledger_put(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(self.ledger_table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(build)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+fn entry_put(
+    store: &Store,
+    pk: &str,
+    entry: &Entry,
+    analysis_ids: Option<&[String]>,
+) -> Result<TransactWriteItem, StoreError> {
+    let item = serde_dynamo::to_item(EntryItem {
+        pk,
+        sk: format!("{ENTRY_PREFIX}{}", entry.id),
+        entry,
+        analysis_ids,
+    })
+    .map_err(corrupt)?;
+    store.ledger_put(item)
+}
+
+/// The update of `BALANCE` for an access plan, conditioned on every credit it takes: the
+/// balance, the pool and each lot it draws from, and each lot it writes off holding exactly
+/// what was read (so a write-off happens once).
+fn spend_update(store: &Store, pk: &str, plan: &AccessPlan) -> Result<Update, StoreError> {
+    let mut names = HashMap::from([
+        ("#b".to_string(), "balance".to_string()),
+        ("#p".to_string(), "pool".to_string()),
+        ("#ts".to_string(), "total_spent".to_string()),
+        ("#te".to_string(), "total_expired".to_string()),
+    ]);
+    let mut values = HashMap::from([
+        (":dec".to_string(), n(plan.balance_decrease())),
+        (":cost".to_string(), n(plan.cost)),
+        (":pool".to_string(), n(plan.from_pool)),
+        (":exp".to_string(), n(plan.expired_total())),
+    ]);
+    let mut condition = vec!["attribute_exists(sk)".to_string(), "#b >= :dec".to_string()];
+    let mut set = vec![
+        "#b = #b - :dec".to_string(),
+        "#ts = #ts + :cost".to_string(),
+        "#te = #te + :exp".to_string(),
+        "#p = #p - :pool".to_string(),
+    ];
+    if plan.from_pool > 0 {
+        condition.push("#p >= :pool".to_string());
+    }
+    if !plan.from_lots.is_empty() || !plan.expiries.is_empty() {
+        names.insert("#lots".to_string(), "lots".to_string());
+        names.insert("#rem".to_string(), "remaining".to_string());
+    }
+    for (i, draw) in plan.from_lots.iter().enumerate() {
+        debug_assert!(draw.amount > 0);
+        names.insert(format!("#l{i}"), draw.source_id.clone());
+        values.insert(format!(":l{i}"), n(draw.amount));
+        condition.push(format!("#lots.#l{i}.#rem >= :l{i}"));
+        set.push(format!("#lots.#l{i}.#rem = #lots.#l{i}.#rem - :l{i}"));
+    }
+    for (i, expiry) in plan.expiries.iter().enumerate() {
+        debug_assert!(expiry.amount > 0);
+        names.insert(format!("#e{i}"), expiry.source_id.clone());
+        values.insert(format!(":e{i}"), n(expiry.amount));
+        condition.push(format!("#lots.#e{i}.#rem = :e{i}"));
+        set.push(format!("#lots.#e{i}.#rem = :zero"));
+    }
+    if !plan.expiries.is_empty() {
+        values.insert(":zero".to_string(), n(0));
+    }
+    Update::builder()
+        .table_name(store.ledger_table())
+        .set_key(Some(item_key(pk, BALANCE_SK)))
+        .condition_expression(condition.join(" AND "))
+        .update_expression(format!("SET {}", set.join(", ")))
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values(Some(values))
+        .build()
+        .map_err(build)
+}
+
+impl Store {
+    /// The subject's spendable balance at `now`: expired credits never count, whether or not
+    /// their expiry entry is written yet. One read, no writes.
+    pub async fn ledger_balance(&self, key: &LedgerKey, now: i64) -> Result<Balance, StoreError> {
+        let (state, _) = self.ledger_read(&key.pk(), &[]).await?;
+        let state = state.unwrap_or_default();
+        Ok(Balance {
+            balance: state.available(now),
+            total_purchased: state.total_purchased,
+            total_spent: state.total_spent,
+            lots: state.live_lots(now),
+        })
+    }
+
+    /// Adds `grant.credits` once per `grant.source_id`, ever: the `GRANT#<source>` marker is
+    /// put in the same transaction as the balance and the entry, and a source already granted
+    /// answers `AlreadyGranted`. With `purchase_sk`, the transaction also completes that
+    /// purchase, which must exist, belong to this source and be pending (or already be
+    /// completed: a retried grant is then `AlreadyGranted`, not an error).
+    pub async fn ledger_grant(
+        &self,
+        key: &LedgerKey,
+        grant: &Grant<'_>,
+        now: i64,
+    ) -> Result<GrantOutcome, StoreError> {
+        check_id("a grant's source id", grant.source_id)?;
+        if grant.reason.len() > MAX_REASON_LEN {
+            return Err(StoreError::Invalid(format!(
+                "a grant's reason is longer than {MAX_REASON_LEN} bytes"
+            )));
+        }
+        if let Some(sk) = grant.purchase_sk
+            && !sk.starts_with(PURCHASE_PREFIX)
+        {
+            return Err(StoreError::Invalid(format!(
+                "`{sk}` is not a purchase sort key"
+            )));
+        }
+        let pk = key.pk();
+        let grant_sk = format!("{GRANT_PREFIX}{}", grant.source_id);
+        for _ in 0..MAX_DECISIONS {
+            let (state, found) = self
+                .ledger_read(&pk, std::slice::from_ref(&grant_sk))
+                .await?;
+            if found.contains(&grant_sk) {
+                return Ok(GrantOutcome::AlreadyGranted);
+            }
+            if state
+                .as_ref()
+                .is_some_and(|s| s.lots.iter().any(|l| l.source_id == grant.source_id))
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "ledger {pk}: a lot of {} exists without its grant marker",
+                    grant.source_id
+                )));
+            }
+            let plan = rules::plan_grant(
+                state.as_ref(),
+                grant.source_id,
+                grant.credits,
+                grant.expires_at,
+                now,
+            )
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let entry = Entry {
+                id: new_entry_id(now),
+                kind: EntryKind::Grant,
+                amount: grant.credits,
+                reason: grant.reason.to_string(),
+                source_id: Some(grant.source_id.to_string()),
+                created_at: now,
+            };
+            let marker = serde_dynamo::to_item(GrantMarker {
+                pk: &pk,
+                sk: grant_sk.clone(),
+                source_id: grant.source_id,
+                credits: grant.credits,
+                entry_id: &entry.id,
+                granted_at: now,
+            })
+            .map_err(corrupt)?;
+            let mut items = vec![
+                self.ledger_put(marker)?,
+                entry_put(self, &pk, &entry, None)?,
+            ];
+            let balance_op = match &state {
+                None => {
+                    let item = serde_dynamo::to_item(BalanceItem::new(&pk, &plan.after))
+                        .map_err(corrupt)?;
+                    self.ledger_put(item)?
+                }
+                Some(before) => {
+                    let mut update = Update::builder()
+                        .table_name(self.ledger_table())
+                        .set_key(Some(item_key(&pk, BALANCE_SK)))
+                        .expression_attribute_names("#b", "balance")
+                        .expression_attribute_names("#tp", "total_purchased")
+                        .expression_attribute_values(":n", n(grant.credits))
+                        .expression_attribute_values(":old", n(before.balance));
+                    update = match grant.expires_at {
+                        None => update
+                            .expression_attribute_names("#p", "pool")
+                            .condition_expression("attribute_exists(sk) AND #b = :old")
+                            .update_expression("SET #b = #b + :n, #tp = #tp + :n, #p = #p + :n"),
+                        Some(at) => update
+                            .expression_attribute_names("#lots", "lots")
+                            .expression_attribute_names("#src", grant.source_id)
+                            .expression_attribute_values(
+                                ":lot",
+                                AttributeValue::M(HashMap::from([
+                                    ("remaining".to_string(), n(grant.credits)),
+                                    ("expires_at".to_string(), n(at)),
+                                ])),
+                            )
+                            .condition_expression(
+                                "attribute_exists(sk) AND #b = :old AND attribute_not_exists(#lots.#src)",
+                            )
+                            .update_expression("SET #b = #b + :n, #tp = #tp + :n, #lots.#src = :lot"),
+                    };
+                    TransactWriteItem::builder()
+                        .update(update.build().map_err(build)?)
+                        .build()
+                }
+            };
+            items.push(balance_op);
+            if let Some(purchase_sk) = grant.purchase_sk {
+                let update = Update::builder()
+                    .table_name(self.ledger_table())
+                    .set_key(Some(item_key(&pk, purchase_sk)))
+                    .condition_expression(
+                        "attribute_exists(sk) AND session_id = :src AND (#st = :pending OR #st = :completed)",
+                    )
+                    .update_expression("SET #st = :completed, completed_at = if_not_exists(completed_at, :now)")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":src", s(grant.source_id))
+                    .expression_attribute_values(":pending", s("pending"))
+                    .expression_attribute_values(":completed", s("completed"))
+                    .expression_attribute_values(":now", n(now))
+                    .build()
+                    .map_err(build)?;
+                items.push(TransactWriteItem::builder().update(update).build());
+            }
+            match self.ledger_transact(items).await? {
+                TxResult::Committed => {
+                    return Ok(GrantOutcome::Granted {
+                        balance: plan.available_after,
+                    });
+                }
+                TxResult::ConditionFailed(codes) => {
+                    let failed = |i: usize| codes.get(i).is_some_and(|c| c == CONDITION_FAILED);
+                    if failed(0) {
+                        return Ok(GrantOutcome::AlreadyGranted);
+                    }
+                    if grant.purchase_sk.is_some() && failed(3) {
+                        return Err(StoreError::ConditionFailed(format!(
+                            "purchase {} of ledger {pk} is missing or not pending for {}",
+                            grant.purchase_sk.unwrap_or_default(),
+                            grant.source_id
+                        )));
+                    }
+                    // The balance moved or was created meanwhile: decide again.
+                }
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "ledger {pk}: a grant lost {MAX_DECISIONS} races"
+        )))
+    }
+
+    /// Gives access to `analysis_ids` (distinct, at most [`MAX_ACCESS_IDS`]): documents owned
+    /// before are free, each new one costs a credit (none without `charge`, for subscribers
+    /// with unlimited access), all or nothing. New documents get their `DOC#` item in the
+    /// same transaction as the spend, so concurrent requests for one document charge once;
+    /// a request that loses that race re-reads and finds the document owned (free).
+    /// Common case: one read and one transaction.
+    pub async fn ledger_access(
+        &self,
+        key: &LedgerKey,
+        analysis_ids: &[String],
+        charge: bool,
+        now: i64,
+    ) -> Result<AccessOutcome, StoreError> {
+        if analysis_ids.len() > MAX_ACCESS_IDS {
+            return Err(StoreError::Invalid(format!(
+                "at most {MAX_ACCESS_IDS} documents per access, got {}",
+                analysis_ids.len()
+            )));
+        }
+        let distinct: HashSet<&str> = analysis_ids.iter().map(String::as_str).collect();
+        if distinct.len() != analysis_ids.len() {
+            return Err(StoreError::Invalid(
+                "analysis ids must be distinct".to_string(),
+            ));
+        }
+        for id in analysis_ids {
+            check_id("an analysis id", id)?;
+        }
+        let pk = key.pk();
+        let doc_sks: Vec<String> = analysis_ids
+            .iter()
+            .map(|id| format!("{DOC_PREFIX}{id}"))
+            .collect();
+        for _ in 0..MAX_DECISIONS {
+            let (state, found) = self.ledger_read(&pk, &doc_sks).await?;
+            let owned: HashSet<&str> = analysis_ids
+                .iter()
+                .zip(&doc_sks)
+                .filter(|(_, sk)| found.contains(*sk))
+                .map(|(id, _)| id.as_str())
+                .collect();
+            let plan = match rules::plan_access(state.as_ref(), &owned, analysis_ids, charge, now) {
+                AccessDecision::Insufficient {
+                    required,
+                    available,
+                } => {
+                    return Ok(AccessOutcome::Insufficient {
+                        required,
+                        available,
+                    });
+                }
+                AccessDecision::Plan(plan) => plan,
+            };
+            let granted = AccessOutcome::Granted {
+                accessible: analysis_ids.to_vec(),
+                credits_spent: plan.cost,
+                remaining_balance: plan.remaining_balance,
+            };
+            if !plan.writes() {
+                return Ok(granted);
+            }
+            let mut items = Vec::with_capacity(plan.new_docs.len() + plan.expiries.len() + 2);
+            let spend = (plan.cost > 0).then(|| Entry {
+                id: new_entry_id(now),
+                kind: EntryKind::Spend,
+                amount: -plan.cost,
+                reason: format!("document access ({})", plan.new_docs.len()),
+                source_id: None,
+                created_at: now,
+            });
+            if plan.balance_decrease() > 0 {
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(spend_update(self, &pk, &plan)?)
+                        .build(),
+                );
+            }
+            if let Some(entry) = &spend {
+                items.push(entry_put(self, &pk, entry, Some(&plan.new_docs))?);
+            }
+            for expiry in &plan.expiries {
+                let entry = Entry {
+                    id: new_entry_id(now),
+                    kind: EntryKind::Expiry,
+                    amount: -expiry.amount,
+                    reason: "expired".to_string(),
+                    source_id: Some(expiry.source_id.clone()),
+                    created_at: now,
+                };
+                items.push(entry_put(self, &pk, &entry, None)?);
+            }
+            for id in &plan.new_docs {
+                let item = serde_dynamo::to_item(DocItem {
+                    pk: &pk,
+                    sk: format!("{DOC_PREFIX}{id}"),
+                    analysis_id: id,
+                    granted_at: now,
+                    entry_id: spend.as_ref().map(|e| e.id.as_str()),
+                })
+                .map_err(corrupt)?;
+                items.push(self.ledger_put(item)?);
+            }
+            match self.ledger_transact(items).await? {
+                TxResult::Committed => return Ok(granted),
+                // A document bought or credits spent meanwhile: decide again.
+                TxResult::ConditionFailed(_) => continue,
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "ledger {pk}: an access lost {MAX_DECISIONS} races"
+        )))
+    }
+
+    /// Every entry of the ledger, oldest first (for tests and audits).
+    pub async fn ledger_entries(&self, key: &LedgerKey) -> Result<Vec<Entry>, StoreError> {
+        self.ledger_query(&key.pk(), ENTRY_PREFIX, false)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect()
+    }
+
+    /// Records a purchase as pending (whatever `status` and `completed_at` say); a purchase
+    /// with the same sort key already recorded is a `ConditionFailed` error.
+    pub async fn insert_purchase(
+        &self,
+        key: &LedgerKey,
+        purchase: &Purchase,
+    ) -> Result<(), StoreError> {
+        check_id("a purchase id", &purchase.id)?;
+        check_id("a purchase's session id", &purchase.session_id)?;
+        check_id("a purchase's pack type", &purchase.pack_type)?;
+        if purchase.credits <= 0 || purchase.price_cents < 0 {
+            return Err(StoreError::Invalid(format!(
+                "a purchase of {} credits for {} cents",
+                purchase.credits, purchase.price_cents
+            )));
+        }
+        let pk = key.pk();
+        let pending = Purchase {
+            status: PurchaseStatus::Pending,
+            completed_at: None,
+            ..purchase.clone()
+        };
+        let item = serde_dynamo::to_item(PurchaseItem {
+            pk: &pk,
+            sk: purchase.sort_key(),
+            purchase: &pending,
+        })
+        .map_err(corrupt)?;
+        self.client()
+            .put_item()
+            .table_name(self.ledger_table())
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::ConditionFailed(format!("purchase {} exists", purchase.id))
+                }
+                _ => sdk(e),
+            })?;
+        Ok(())
+    }
+
+    /// A page of purchases, newest first (`limit` at most [`MAX_PURCHASE_PAGE`]), with
+    /// totals over every completed purchase.
+    pub async fn purchases(
+        &self,
+        key: &LedgerKey,
+        limit: usize,
+        offset: usize,
+    ) -> Result<PurchasePage, StoreError> {
+        let limit = limit.min(MAX_PURCHASE_PAGE);
+        let all: Vec<Purchase> = self
+            .ledger_query(&key.pk(), PURCHASE_PREFIX, true)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let mut total_purchased: i64 = 0;
+        let mut total_spent_cents: i64 = 0;
+        for p in all.iter().filter(|p| p.status == PurchaseStatus::Completed) {
+            total_purchased = total_purchased.saturating_add(p.credits);
+            total_spent_cents = total_spent_cents.saturating_add(p.price_cents);
+        }
+        Ok(PurchasePage {
+            purchases: all.into_iter().skip(offset).take(limit).collect(),
+            total_purchased,
+            total_spent_cents,
+        })
+    }
+}
