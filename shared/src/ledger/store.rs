@@ -191,12 +191,17 @@ fn new_entry_id(now: i64) -> String {
     ulid::Ulid::from_parts(ms, rand::random::<u128>()).to_string()
 }
 
-/// Jittered exponential backoff before resend `attempt` (1-based).
-async fn backoff(attempt: u32) {
-    let ceiling = BACKOFF_BASE_MS
+/// The longest wait before resend `attempt` (1-based): `min(BASE · 2^(attempt-1), CAP)` ms.
+fn backoff_ceiling_ms(attempt: u32) -> u64 {
+    BACKOFF_BASE_MS
         .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP_MS);
-    let wait = rand::random_range(1..=ceiling.max(1));
+        .min(BACKOFF_CAP_MS)
+}
+
+/// Jittered exponential backoff before resend `attempt` (1-based): a uniformly random wait
+/// up to the ceiling ("full jitter"), so racing writers spread out.
+async fn backoff(attempt: u32) {
+    let wait = rand::random_range(1..=backoff_ceiling_ms(attempt).max(1));
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
@@ -847,5 +852,41 @@ impl Store {
             total_purchased,
             total_spent_cents,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_exponential_capped_and_bounded_in_total() {
+        assert_eq!(backoff_ceiling_ms(1), BACKOFF_BASE_MS);
+        assert_eq!(backoff_ceiling_ms(2), 2 * BACKOFF_BASE_MS);
+        assert_eq!(backoff_ceiling_ms(40), BACKOFF_CAP_MS);
+        let total: u64 = (1..MAX_TX_ATTEMPTS).map(backoff_ceiling_ms).sum();
+        assert!(total <= 1_000, "at most {total} ms of waiting");
+    }
+
+    #[test]
+    fn only_conflicts_and_throttling_are_resent() {
+        for code in ["None", "TransactionConflict", "ThrottlingError"] {
+            assert!(is_retryable_reason(code), "{code}");
+        }
+        for code in [
+            CONDITION_FAILED,
+            "ValidationError",
+            "ItemCollectionSizeLimitExceeded",
+        ] {
+            assert!(!is_retryable_reason(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn entry_ids_sort_by_time() {
+        let early = new_entry_id(1_700_000_000);
+        let late = new_entry_id(1_700_000_001);
+        assert!(early < late, "{early} < {late}");
+        assert_eq!(early.len(), 26);
     }
 }
