@@ -144,6 +144,21 @@ impl PackType {
     pub fn pack(self) -> &'static Pack {
         &PACKS[self as usize]
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackType::Single => "single",
+            PackType::Medium => "medium",
+            PackType::Pro => "pro",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<PackType> {
+        PACKS
+            .iter()
+            .map(|p| p.pack_type)
+            .find(|t| t.as_str() == raw)
+    }
 }
 
 /// The one-time $29 report: one analysis credit valid for 30 days.

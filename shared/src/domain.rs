@@ -86,6 +86,70 @@ impl Subject {
     }
 }
 
+/// Document ids for one access request: 1–50 distinct ids (DynamoDB writes at most 100 items
+/// in one transaction, and each new document is one), each 1–128 characters of
+/// `A–Z a–z 0–9 . _ - :`. Duplicates are dropped, order kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalysisIds(Vec<String>);
+
+pub const MAX_ANALYSIS_IDS: usize = 50;
+
+impl AnalysisIds {
+    pub fn parse(field: &str, raw: Vec<String>) -> Result<Self, ApiError> {
+        let mut ids: Vec<String> = Vec::with_capacity(raw.len().min(MAX_ANALYSIS_IDS));
+        for id in raw {
+            let ok = !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+            if !ok {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("Each of `{field}` must be 1-128 characters of A-Z a-z 0-9 . _ - :"),
+                ));
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+            if ids.len() > MAX_ANALYSIS_IDS {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("At most {MAX_ANALYSIS_IDS} distinct `{field}` per request."),
+                ));
+            }
+        }
+        if ids.is_empty() {
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` must list at least one document id."),
+            ));
+        }
+        Ok(Self(ids))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// An email for Stripe Checkout: a plausible address of at most 254 characters.
+pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
+    let ok = raw.len() <= 254
+        && raw.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("`{field}` must be an email address"),
+        ))
+    }
+}
+
 /// An absolute http(s) URL to send a payer back to; https only on the live stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectUrl(String);
@@ -149,6 +213,46 @@ mod tests {
         assert_eq!(Subject::from_key("user#u1"), Some(user));
         assert_eq!(Subject::from_key("self"), Some(Subject::Account));
         assert_eq!(Subject::from_key("user#a b"), None);
+    }
+
+    #[test]
+    fn analysis_ids_are_deduplicated_and_bounded() {
+        let ids =
+            AnalysisIds::parse("analysis_ids", vec!["a".into(), "b".into(), "a".into()]).unwrap();
+        assert_eq!(ids.as_slice(), ["a", "b"]);
+        let fifty: Vec<String> = (0..50).map(|i| format!("ana_{i}")).collect();
+        assert_eq!(
+            AnalysisIds::parse("analysis_ids", fifty.clone())
+                .unwrap()
+                .as_slice()
+                .len(),
+            50
+        );
+        let mut fifty_one = fifty;
+        fifty_one.push("ana_50".into());
+        let e = AnalysisIds::parse("analysis_ids", fifty_one).unwrap_err();
+        assert!(
+            e.body()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("At most 50")
+        );
+        assert!(AnalysisIds::parse("analysis_ids", vec![]).is_err());
+        assert!(AnalysisIds::parse("analysis_ids", vec!["a b".into()]).is_err());
+    }
+
+    #[test]
+    fn emails_are_plausible() {
+        assert!(customer_email("customer_email", "user@example.com").is_ok());
+        for bad in [
+            "",
+            "user",
+            "@example.com",
+            "user@example",
+            "a b@example.com",
+        ] {
+            assert!(customer_email("customer_email", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

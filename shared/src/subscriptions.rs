@@ -16,6 +16,12 @@ pub const META_ACCOUNT: &str = "account_id";
 pub const META_SUBJECT: &str = "subject";
 pub const META_TIER: &str = "tier";
 pub const META_PURPOSE: &str = "purpose";
+pub const META_PACK_TYPE: &str = "pack_type";
+pub const META_PURCHASE_SK: &str = "purchase_sk";
+/// The `purpose` values: what a paid Checkout Session buys.
+pub const PURPOSE_SUBSCRIPTION: &str = "subscription";
+pub const PURPOSE_REPORT: &str = "report";
+pub const PURPOSE_CREDIT_PACK: &str = "credit_pack";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
@@ -53,7 +59,20 @@ pub fn is_live_status(status: &str) -> bool {
     )
 }
 
+/// Statuses in which a paid plan grants access: active and trialing, and past_due while
+/// Stripe retries the payment (access ends when Stripe gives up and cancels).
+pub fn status_grants_access(status: &str) -> bool {
+    matches!(status, "active" | "trialing" | "past_due")
+}
+
 impl SubscriptionRecord {
+    /// Whether this plan gives unlimited document access (Pro or Enterprise, in a state that
+    /// grants access).
+    pub fn has_unlimited(&self) -> bool {
+        matches!(self.tier, Some(Tier::Pro | Tier::Enterprise))
+            && self.status.as_deref().is_some_and(status_grants_access)
+    }
+
     /// The subscription, if there is one that has not ended.
     pub fn live_subscription_id(&self) -> Option<&str> {
         let live = self.status.as_deref().is_some_and(is_live_status);
@@ -182,6 +201,22 @@ mod tests {
             ..record("active")
         };
         assert!(SubscriptionView::of(&r, 0).is_none());
+    }
+
+    #[test]
+    fn paid_plans_in_good_or_grace_standing_are_unlimited() {
+        assert!(record("active").has_unlimited());
+        assert!(record("trialing").has_unlimited());
+        assert!(record("past_due").has_unlimited());
+        assert!(!record("canceled").has_unlimited());
+        assert!(!record("incomplete").has_unlimited());
+        assert!(
+            !SubscriptionRecord {
+                tier: Some(Tier::Free),
+                ..record("active")
+            }
+            .has_unlimited()
+        );
     }
 
     #[test]

@@ -4,13 +4,15 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use shared::auth::Account;
-use shared::catalog::{TIERS, TierView};
+use shared::catalog::{REPORT, TIERS, TierView};
 use shared::customers::ensure_customer;
 use shared::domain::{RedirectUrl, Subject, paid_tier};
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::stripe::{CheckoutMode, CheckoutRequest};
-use shared::subscriptions::{META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER};
+use shared::subscriptions::{
+    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_REPORT, PURPOSE_SUBSCRIPTION,
+};
 use shared::{ApiError, AppState};
 use std::collections::HashMap;
 
@@ -19,6 +21,7 @@ pub fn api() -> ApiRouter {
         .get("/v1/billing/tiers", tiers)
         .post("/v1/billing/checkout", checkout)
         .post("/v1/billing/portal", portal)
+        .post("/v1/billing/purchase-report", purchase_report)
 }
 
 pub fn router(state: AppState) -> axum::Router {
@@ -86,7 +89,7 @@ async fn checkout(
         (META_ACCOUNT.to_string(), account.id.to_string()),
         (META_SUBJECT.to_string(), key.clone()),
         (META_TIER.to_string(), tier.as_str().to_string()),
-        (META_PURPOSE.to_string(), "subscription".to_string()),
+        (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
     ]);
     let reference = format!("{}:{key}", account.id);
     let link = state
@@ -142,4 +145,54 @@ async fn portal(
         .create_portal_session(&record.stripe_customer_id, return_url.as_str())
         .await?;
     Ok(Json(PortalResponse { portal_url }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportBody {
+    success_url: String,
+    cancel_url: String,
+    external_user_id: Option<String>,
+}
+
+/// `POST /v1/billing/purchase-report`: a one-time $29 Checkout; once paid, the webhook grants
+/// the subject one analysis credit valid for 30 days.
+async fn purchase_report(
+    State(state): State<AppState>,
+    account: Account,
+    idem: Option<IdempotencyKey>,
+    JsonBody(body): JsonBody<ReportBody>,
+) -> Result<Json<CheckoutResponse>, ApiError> {
+    let stage = state.config.stage;
+    let success_url = RedirectUrl::parse("success_url", &body.success_url, stage)?;
+    let cancel_url = RedirectUrl::parse("cancel_url", &body.cancel_url, stage)?;
+    let subject = Subject::from_input("external_user_id", body.external_user_id.as_deref())?;
+    let customer = ensure_customer(&state, &account.id, &subject, None).await?;
+    let key = subject.key();
+    let metadata = HashMap::from([
+        (META_ACCOUNT.to_string(), account.id.to_string()),
+        (META_SUBJECT.to_string(), key.clone()),
+        (META_PURPOSE.to_string(), PURPOSE_REPORT.to_string()),
+    ]);
+    let reference = format!("{}:{key}", account.id);
+    let link = state
+        .stripe
+        .create_checkout_session(
+            CheckoutRequest {
+                customer: Some(&customer),
+                customer_email: None,
+                price_id: REPORT.stripe_price_id,
+                mode: CheckoutMode::Payment,
+                success_url: success_url.as_str(),
+                cancel_url: cancel_url.as_str(),
+                client_reference_id: &reference,
+                metadata,
+            },
+            &stripe_key_for(idem.as_ref(), "report_checkout"),
+        )
+        .await?;
+    Ok(Json(CheckoutResponse {
+        checkout_url: link.url,
+        session_id: link.session_id,
+    }))
 }

@@ -7,6 +7,8 @@
 //! event ids are remembered for 30 days (longer than Stripe's 3 days of retries) to spare
 //! Stripe the re-read. Unknown event types are acknowledged and ignored. A failure of ours
 //! answers 5xx, so Stripe retries; nothing is half-applied, as each event makes one write.
+//! Paid one-time sessions (credit packs, the $29 report) grant credits in one ledger
+//! transaction keyed by the session id, so a grant can never happen twice.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,9 +16,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shared::catalog::{PackType, REPORT};
 use shared::domain::Subject;
 use shared::http::ApiRouter;
-use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, SyncedState};
+use shared::ledger::{Grant, LedgerKey};
+use shared::subscriptions::{
+    META_ACCOUNT, META_PACK_TYPE, META_PURCHASE_SK, META_PURPOSE, META_SUBJECT,
+    PURPOSE_CREDIT_PACK, PURPOSE_REPORT, SyncedState,
+};
 use shared::{ApiError, AppState};
 use stripe_webhook::{Webhook, WebhookError};
 
@@ -139,7 +146,7 @@ async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
                         None => Ok(()),
                     }
                 }
-                // Payment-mode sessions (reports, credit packs) belong to the credit ledger.
+                (Some("payment"), _) => grant_purchase(state, object).await,
                 _ => Ok(()),
             }
         }
@@ -148,6 +155,70 @@ async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
             Ok(())
         }
     }
+}
+
+/// A paid one-time Checkout (a credit pack or the $29 report): its credits, granted once,
+/// keyed by the session id; a pack's pending purchase is completed in the same transaction.
+async fn grant_purchase(state: &AppState, session: &Value) -> Result<(), ApiError> {
+    if str_at(session, &["payment_status"]) != Some("paid") {
+        return Ok(());
+    }
+    let (Some(session_id), Some(account), Some(subject)) = (
+        str_at(session, &["id"]),
+        str_at(session, &["metadata", META_ACCOUNT]),
+        str_at(session, &["metadata", META_SUBJECT]),
+    ) else {
+        return Ok(());
+    };
+    if Subject::from_key(subject).is_none() {
+        tracing::warn!(
+            session = session_id,
+            "paid session with an unusable subject; ignored"
+        );
+        return Ok(());
+    }
+    let now = state.clock.now().unix_timestamp();
+    let key = LedgerKey {
+        account_id: account.to_string(),
+        subject: subject.to_string(),
+    };
+    let grant = match str_at(session, &["metadata", META_PURPOSE]) {
+        Some(PURPOSE_REPORT) => Grant {
+            source_id: session_id,
+            credits: i64::from(REPORT.credits),
+            reason: PURPOSE_REPORT,
+            expires_at: Some(now + i64::from(REPORT.valid_days) * 86_400),
+            purchase_sk: None,
+        },
+        Some(PURPOSE_CREDIT_PACK) => {
+            let pack = str_at(session, &["metadata", META_PACK_TYPE])
+                .and_then(PackType::parse)
+                .map(PackType::pack);
+            let Some(pack) = pack else {
+                tracing::warn!(
+                    session = session_id,
+                    "paid credit-pack session of an unknown pack; ignored"
+                );
+                return Ok(());
+            };
+            Grant {
+                source_id: session_id,
+                credits: i64::from(pack.credits),
+                reason: PURPOSE_CREDIT_PACK,
+                expires_at: None,
+                purchase_sk: str_at(session, &["metadata", META_PURCHASE_SK]),
+            }
+        }
+        _ => return Ok(()),
+    };
+    let outcome = state.store.ledger_grant(&key, &grant, now).await?;
+    tracing::info!(
+        session = session_id,
+        reason = grant.reason,
+        ?outcome,
+        "credits granted"
+    );
+    Ok(())
 }
 
 /// Re-reads the subscription from Stripe and stores it for the subject it belongs to.

@@ -14,8 +14,8 @@ use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::query::Query;
 use shared::stripe::{Proration, SubscriptionSnapshot};
 use shared::subscriptions::{
-    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, SubscriptionRecord, SubscriptionView,
-    SyncedState, timestamp,
+    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
+    SubscriptionView, SyncedState, timestamp,
 };
 use shared::{ApiError, AppState, auth::Account};
 use std::collections::HashMap;
@@ -160,7 +160,7 @@ async fn create(
         (META_ACCOUNT.to_string(), account.id.to_string()),
         (META_SUBJECT.to_string(), owner.subject.clone()),
         (META_TIER.to_string(), tier.as_str().to_string()),
-        (META_PURPOSE.to_string(), "subscription".to_string()),
+        (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
     ]);
     let key = stripe_key_for(idem.as_ref(), "create_subscription");
     let snapshot = state
