@@ -24,6 +24,7 @@ pub mod stripe;
 pub mod subscriptions;
 pub mod tables;
 pub mod telemetry;
+pub mod usage;
 
 pub use error::ApiError;
 pub use state::AppState;

@@ -9,6 +9,8 @@
 //!   and `balance == total_purchased − total_spent − total_expired`.
 //! - `ENTRY#<ulid>`: `{id, kind: grant|spend|expiry, amount (±), reason, source_id?,
 //!   created_at}`; spends also carry the `analysis_ids` they paid for. Never changed.
+//!   A spend with reason `analysis` is an analysis paid with a report lot (written by
+//!   [`crate::usage`]): its `source_id` is the lot, and it has no `DOC#` item.
 //! - `GRANT#<source_id>`: the marker that makes a second grant of one source impossible.
 //! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id?}` (no entry when not charged).
 //! - `PURCHASE#<created rfc3339>#<purchase id>`: a credit purchase, pending → completed.
@@ -17,7 +19,7 @@
 //! [`crate::store::Store`]).
 
 pub mod rules;
-mod store;
+pub(crate) mod store;
 
 use serde::{Deserialize, Serialize};
 

@@ -22,8 +22,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 pub(super) const BALANCE_SK: &str = "BALANCE";
-pub(super) const ENTRY_PREFIX: &str = "ENTRY#";
-pub(super) const GRANT_PREFIX: &str = "GRANT#";
+pub(crate) const ENTRY_PREFIX: &str = "ENTRY#";
+pub(crate) const GRANT_PREFIX: &str = "GRANT#";
 pub(super) const DOC_PREFIX: &str = "DOC#";
 pub(super) const PURCHASE_PREFIX: &str = "PURCHASE#";
 
@@ -35,7 +35,7 @@ const BACKOFF_BASE_MS: u64 = 8;
 const BACKOFF_CAP_MS: u64 = 200;
 /// Re-reads after a transaction cancelled by a condition (each means someone else changed
 /// the ledger meanwhile).
-const MAX_DECISIONS: usize = 12;
+pub(crate) const MAX_DECISIONS: usize = 12;
 /// Query pages read for one listing (each up to 1 MB).
 const MAX_QUERY_PAGES: usize = 64;
 /// Longest id accepted in a sort key (documents, grant sources, purchases).
@@ -175,7 +175,7 @@ fn item_key(pk: &str, sk: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
-fn check_id(what: &str, id: &str) -> Result<(), StoreError> {
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), StoreError> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(StoreError::Invalid(format!(
             "{what} must be 1-{MAX_ID_LEN} bytes, got {}",
@@ -186,7 +186,7 @@ fn check_id(what: &str, id: &str) -> Result<(), StoreError> {
 }
 
 /// A new entry id: a ULID whose time part is `now` (so ids sort by time).
-fn new_entry_id(now: i64) -> String {
+pub(crate) fn new_entry_id(now: i64) -> String {
     let ms = u64::try_from(now).unwrap_or(0).saturating_mul(1000);
     ulid::Ulid::from_parts(ms, rand::random::<u128>()).to_string()
 }
@@ -207,14 +207,14 @@ async fn backoff(attempt: u32) {
 
 /// How a transaction ended when it did not fail outright.
 #[derive(Debug)]
-enum TxResult {
+pub(crate) enum TxResult {
     Committed,
     /// Cancelled by a condition: the code of each item, in order (`None` for items that
     /// passed; may be empty when the engine sends no reasons).
     ConditionFailed(Vec<String>),
 }
 
-const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+pub(crate) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
 fn is_retryable_reason(code: &str) -> bool {
     matches!(
@@ -229,13 +229,17 @@ fn is_retryable_reason(code: &str) -> bool {
 
 /// What the ledger's queries and transactions share.
 impl Store {
-    fn ledger_table(&self) -> &str {
+    pub(crate) fn ledger_table(&self) -> &str {
         self.tables().get(Table::CreditLedger)
     }
 
     /// Sends one transaction, resending it (backoff) while it is cancelled by conflicts or
-    /// throttling.
-    async fn ledger_transact(&self, items: Vec<TransactWriteItem>) -> Result<TxResult, StoreError> {
+    /// throttling. Also sends the usage meter's transactions (`crate::usage`), which may span
+    /// this table and the Usage table.
+    pub(crate) async fn ledger_transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<TxResult, StoreError> {
         debug_assert!(!items.is_empty() && items.len() <= 100);
         let mut last = String::new();
         for attempt in 1..=MAX_TX_ATTEMPTS {
@@ -290,7 +294,7 @@ impl Store {
 
     /// One strongly consistent read of the `BALANCE` item and the items `sks` of ledger `pk`:
     /// the state, and which of `sks` exist.
-    async fn ledger_read(
+    pub(crate) async fn ledger_read(
         &self,
         pk: &str,
         sks: &[String],
@@ -417,7 +421,7 @@ impl Store {
     }
 }
 
-fn entry_put(
+pub(crate) fn entry_put(
     store: &Store,
     pk: &str,
     entry: &Entry,
@@ -436,7 +440,11 @@ fn entry_put(
 /// The update of `BALANCE` for an access plan, conditioned on every credit it takes: the
 /// balance, the pool and each lot it draws from, and each lot it writes off holding exactly
 /// what was read (so a write-off happens once).
-fn spend_update(store: &Store, pk: &str, plan: &AccessPlan) -> Result<Update, StoreError> {
+pub(crate) fn spend_update(
+    store: &Store,
+    pk: &str,
+    plan: &AccessPlan,
+) -> Result<Update, StoreError> {
     let mut names = HashMap::from([
         ("#b".to_string(), "balance".to_string()),
         ("#p".to_string(), "pool".to_string()),
