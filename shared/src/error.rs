@@ -26,12 +26,16 @@ pub enum ApiError {
     NoSubscription,
     /// 402: the spec's `payment_failed`, with Stripe's own words.
     PaymentFailed { stripe_error: String },
-    /// 402: the spec's `limit_exceeded`.
+    /// 402: the spec's `limit_exceeded`, for a meter (`analyses`, `chat_messages`): its body
+    /// carries `<meter>_used` and `<meter>_limit`.
     LimitExceeded {
         message: String,
-        analyses_used: u64,
-        analyses_limit: u64,
+        meter: &'static str,
+        used: u64,
+        limit: u64,
     },
+    /// 402: the spec's `no_subscription` body, when a paid plan is what it takes.
+    PlanRequired,
     /// 400: a webhook whose `Stripe-Signature` is missing, wrong or too old.
     InvalidSignature(String),
     /// 409: a request with this Idempotency-Key is still being processed.
@@ -65,9 +69,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidTier(_) | ApiError::InvalidSignature(_) => StatusCode::BAD_REQUEST,
             ApiError::NoSubscription => StatusCode::NOT_FOUND,
-            ApiError::PaymentFailed { .. } | ApiError::LimitExceeded { .. } => {
-                StatusCode::PAYMENT_REQUIRED
-            }
+            ApiError::PaymentFailed { .. }
+            | ApiError::LimitExceeded { .. }
+            | ApiError::PlanRequired => StatusCode::PAYMENT_REQUIRED,
             ApiError::RequestInProgress => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -85,7 +89,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::InvalidTier(_) => "invalid_tier",
             ApiError::InvalidSignature(_) => "invalid_signature",
-            ApiError::NoSubscription => "no_subscription",
+            ApiError::NoSubscription | ApiError::PlanRequired => "no_subscription",
             ApiError::PaymentFailed { .. } => "payment_failed",
             ApiError::LimitExceeded { .. } => "limit_exceeded",
             ApiError::RequestInProgress => "request_in_progress",
@@ -112,7 +116,9 @@ impl ApiError {
                 format!("Request body is larger than the {limit_bytes}-byte limit.")
             }
             ApiError::InvalidTier(given) => format!("Invalid tier '{given}'. Valid tiers: pro, enterprise"),
-            ApiError::NoSubscription => "No active subscription found. Please subscribe to a plan.".into(),
+            ApiError::NoSubscription | ApiError::PlanRequired => {
+                "No active subscription found. Please subscribe to a plan.".into()
+            }
             ApiError::PaymentFailed { .. } => {
                 "Payment could not be processed. Please update your payment method.".into()
             }
@@ -136,19 +142,17 @@ impl ApiError {
             ApiError::InvalidRequest { field, .. } => {
                 error.insert("field".into(), json!(field));
             }
-            ApiError::NoSubscription => {
+            ApiError::NoSubscription | ApiError::PlanRequired => {
                 error.insert("suggested_action".into(), json!("redirect_to_pricing"));
             }
             ApiError::PaymentFailed { stripe_error } => {
                 error.insert("stripe_error".into(), json!(stripe_error));
             }
             ApiError::LimitExceeded {
-                analyses_used,
-                analyses_limit,
-                ..
+                meter, used, limit, ..
             } => {
-                error.insert("analyses_used".into(), json!(analyses_used));
-                error.insert("analyses_limit".into(), json!(analyses_limit));
+                error.insert(format!("{meter}_used"), json!(used));
+                error.insert(format!("{meter}_limit"), json!(limit));
                 error.insert("suggested_action".into(), json!("upgrade_tier"));
             }
             _ => {}
@@ -210,8 +214,9 @@ mod tests {
         assert_eq!(
             ApiError::LimitExceeded {
                 message: "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses.".into(),
-                analyses_used: 100,
-                analyses_limit: 100,
+                meter: "analyses",
+                used: 100,
+                limit: 100,
             }
             .body(),
             json!({"error": {"code": "limit_exceeded",

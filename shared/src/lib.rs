@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod lambda;
 pub mod ledger;
+pub mod metering;
 pub mod query;
 pub mod secrets;
 pub mod state;

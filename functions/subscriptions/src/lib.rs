@@ -11,12 +11,14 @@ use shared::catalog::{Tier, dollars};
 use shared::domain::{Subject, paid_tier};
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
+use shared::metering::{Plan, plan_of};
 use shared::query::Query;
 use shared::stripe::{Proration, SubscriptionSnapshot};
 use shared::subscriptions::{
     META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
     SubscriptionView, SyncedState, timestamp,
 };
+use shared::usage::{Meter, UsageKey, subscription_period_key};
 use shared::{ApiError, AppState, auth::Account};
 use std::collections::HashMap;
 
@@ -38,7 +40,8 @@ struct SubjectQuery {
     external_user_id: Option<String>,
 }
 
-/// `GET /v1/subscriptions[?external_user_id=]`
+/// `GET /v1/subscriptions[?external_user_id=]`: the plan, with the analyses used in its
+/// current billing period (two reads: the plan, then its period's counter).
 async fn status(
     State(state): State<AppState>,
     account: Account,
@@ -49,10 +52,26 @@ async fn status(
         .store
         .subscription(account.id.as_str(), &subject.key())
         .await?;
-    // Real counting of analyses comes with usage metering.
+    let used = match plan_of(record.as_ref()) {
+        Plan::Paid { period_start, .. } => {
+            let key = UsageKey {
+                account_id: account.id.to_string(),
+                subject: subject.key(),
+            };
+            state
+                .store
+                .usage_count(
+                    &key,
+                    Meter::Analyses,
+                    &subscription_period_key(period_start),
+                )
+                .await?
+        }
+        Plan::Free => 0,
+    };
     record
         .as_ref()
-        .and_then(|r| SubscriptionView::of(r, 0))
+        .and_then(|r| SubscriptionView::of(r, used))
         .map(Json)
         .ok_or(ApiError::NoSubscription)
 }

@@ -30,6 +30,10 @@ pub const FUNCTIONS: &[Function] = &[
         api: subscriptions::api,
     },
     Function {
+        name: "usage",
+        api: usage::api,
+    },
+    Function {
         name: "stripe-webhook",
         api: webhook::api,
     },

@@ -69,6 +69,9 @@ const EXPECTED: &[(&str, u16)] = &[
     ("subscriptions-reactivate", 404),
     ("subscriptions-status", 404),
     ("subscriptions-upgrade", 404),
+    ("usage-analyses", 200),
+    ("usage-chat-messages", 200),
+    ("usage-status", 200),
 ];
 
 #[tokio::test]

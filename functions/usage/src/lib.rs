@@ -1,0 +1,372 @@
+//! The usage function: metering of analyses and chat messages against plan limits,
+//! `/v1/usage/*`. The analysis service calls it before it runs an analysis or answers a
+//! chat message.
+//!
+//! An analysis is paid, in order, by: a paid plan's allowance for its Stripe period (Pro:
+//! 100; Enterprise: unlimited, still counted); then an unexpired report credit (soonest
+//! expiring first); then, for subjects without a paid plan, the free tier (1 per calendar
+//! month). Each `analysis_id` counts once, whatever paid for it.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use shared::auth::Account;
+use shared::catalog::Tier;
+use shared::domain::Subject;
+use shared::http::{ApiRouter, JsonBody};
+use shared::ledger::LedgerKey;
+use shared::metering::{
+    Plan, analyses_limit_exceeded, chat_limit_exceeded, plan_of, report_period_key,
+};
+use shared::query::Query;
+use shared::subscriptions::timestamp;
+use shared::usage::{AnalysisRecord, AnalysisSource, Consumed, Meter, UsageKey};
+use shared::{ApiError, AppState};
+
+pub fn api() -> ApiRouter {
+    ApiRouter::new()
+        .post("/v1/usage/analyses", analyses)
+        .post("/v1/usage/chat-messages", chat_messages)
+        .get("/v1/usage", usage)
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    api().into_router(state)
+}
+
+/// An analysis id: 1–128 characters of `A–Z a–z 0–9 . _ - :`.
+fn analysis_id(raw: &str) -> Result<String, ApiError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 128
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(ApiError::invalid(
+            "analysis_id",
+            "`analysis_id` must be 1-128 characters of A-Z a-z 0-9 . _ - :",
+        ))
+    }
+}
+
+struct Who {
+    subject: Subject,
+    usage: UsageKey,
+    ledger: LedgerKey,
+}
+
+fn who(account: &Account, external_user_id: Option<&str>) -> Result<Who, ApiError> {
+    let subject = Subject::from_input("external_user_id", external_user_id)?;
+    let key = subject.key();
+    Ok(Who {
+        usage: UsageKey {
+            account_id: account.id.to_string(),
+            subject: key.clone(),
+        },
+        ledger: LedgerKey {
+            account_id: account.id.to_string(),
+            subject: key,
+        },
+        subject,
+    })
+}
+
+async fn plan(state: &AppState, who: &Who) -> Result<Plan, ApiError> {
+    let record = state
+        .store
+        .subscription(&who.usage.account_id, &who.usage.subject)
+        .await?;
+    Ok(plan_of(record.as_ref()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalysisBody {
+    analysis_id: String,
+    external_user_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AnalysisResponse {
+    analysis_id: String,
+    external_user_id: Option<String>,
+    /// What paid: `subscription`, `report_credit` or `free_tier`.
+    source: AnalysisSource,
+    /// False when this analysis id had been counted before (a retry): nothing was counted now.
+    counted: bool,
+    /// What remains of the allowance that paid, when it is limited (report credits: credits).
+    remaining: Option<u64>,
+    /// Until when a report credit's analysis has unlimited chat.
+    report_credit_expires_at: Option<String>,
+}
+
+fn answer(
+    who: &Who,
+    record: AnalysisRecord,
+    counted: bool,
+    remaining: Option<u64>,
+) -> Json<AnalysisResponse> {
+    Json(AnalysisResponse {
+        analysis_id: record.analysis_id,
+        external_user_id: who.subject.external_user_id().map(str::to_string),
+        source: record.source,
+        counted,
+        remaining,
+        report_credit_expires_at: record.report_expires_at.and_then(timestamp),
+    })
+}
+
+async fn report_credits_left(state: &AppState, who: &Who, now: i64) -> Result<u64, ApiError> {
+    let balance = state.store.ledger_balance(&who.ledger, now).await?;
+    Ok(balance
+        .lots
+        .iter()
+        .filter(|l| l.expires_at.is_some())
+        .map(|l| l.remaining.max(0) as u64)
+        .sum())
+}
+
+/// `POST /v1/usage/analyses`: consume one analysis, once per `analysis_id`.
+async fn analyses(
+    State(state): State<AppState>,
+    account: Account,
+    JsonBody(body): JsonBody<AnalysisBody>,
+) -> Result<Json<AnalysisResponse>, ApiError> {
+    let id = analysis_id(&body.analysis_id)?;
+    let who = who(&account, body.external_user_id.as_deref())?;
+    if let Some(earlier) = state.store.analysis_record(&who.usage, &id).await? {
+        return Ok(answer(&who, earlier, false, None));
+    }
+    let now = state.clock.now().unix_timestamp();
+    let plan = plan(&state, &who).await?;
+    let period = plan.period(now);
+    let mut exhausted: Option<(u64, u64)> = None;
+    if let Plan::Paid { .. } = plan {
+        let limit = plan.analyses_limit();
+        match state
+            .store
+            .consume_analysis(
+                &who.usage,
+                &id,
+                AnalysisSource::Subscription,
+                &period.key,
+                limit,
+                now,
+            )
+            .await?
+        {
+            Consumed::New(r) => {
+                let remaining = match limit {
+                    Some(l) => Some(l.saturating_sub(count_of(&state, &who, &period.key).await?)),
+                    None => None,
+                };
+                return Ok(answer(&who, r, true, remaining));
+            }
+            Consumed::Earlier(r) => return Ok(answer(&who, r, false, None)),
+            Consumed::LimitReached { used } => exhausted = Some((used, limit.unwrap_or(used))),
+        }
+    }
+    match state
+        .store
+        .consume_analysis_with_report_credit(
+            &who.ledger,
+            &who.usage,
+            &id,
+            &report_period_key(now),
+            now,
+        )
+        .await?
+    {
+        Some(Consumed::New(r)) => {
+            return Ok(answer(
+                &who,
+                r,
+                true,
+                Some(report_credits_left(&state, &who, now).await?),
+            ));
+        }
+        Some(Consumed::Earlier(r)) => return Ok(answer(&who, r, false, None)),
+        Some(Consumed::LimitReached { .. }) | None => {}
+    }
+    if let Some((used, limit)) = exhausted {
+        return Err(analyses_limit_exceeded(used, limit));
+    }
+    let limit = plan.analyses_limit();
+    match state
+        .store
+        .consume_analysis(
+            &who.usage,
+            &id,
+            AnalysisSource::FreeTier,
+            &period.key,
+            limit,
+            now,
+        )
+        .await?
+    {
+        Consumed::New(r) => Ok(answer(&who, r, true, limit.map(|l| l.saturating_sub(1)))),
+        Consumed::Earlier(r) => Ok(answer(&who, r, false, None)),
+        Consumed::LimitReached { .. } => Err(ApiError::PlanRequired),
+    }
+}
+
+async fn count_of(state: &AppState, who: &Who, period_key: &str) -> Result<u64, ApiError> {
+    Ok(state
+        .store
+        .usage_count(&who.usage, Meter::Analyses, period_key)
+        .await?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    analysis_id: Option<String>,
+    external_user_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChatResponse {
+    external_user_id: Option<String>,
+    chat_messages_used: u64,
+    chat_messages_limit: Option<u64>,
+    /// Why this message was free of the monthly limit, if it was: `subscription` or `report_credit`.
+    unlimited_by: Option<&'static str>,
+}
+
+/// `POST /v1/usage/chat-messages`: count one chat message. Unlimited on a paid plan and for
+/// an analysis paid with a report credit while the credit's 30 days last; otherwise the free
+/// tier's 50 a month.
+async fn chat_messages(
+    State(state): State<AppState>,
+    account: Account,
+    JsonBody(body): JsonBody<ChatBody>,
+) -> Result<Json<ChatResponse>, ApiError> {
+    let id = body.analysis_id.as_deref().map(analysis_id).transpose()?;
+    let who = who(&account, body.external_user_id.as_deref())?;
+    let now = state.clock.now().unix_timestamp();
+    let plan = plan(&state, &who).await?;
+    let external_user_id = who.subject.external_user_id().map(str::to_string);
+    let (period_key, limit, unlimited_by) = match plan {
+        Plan::Paid { .. } => (plan.period(now).key, None, Some("subscription")),
+        Plan::Free => {
+            let by_report = match &id {
+                Some(id) => state
+                    .store
+                    .analysis_record(&who.usage, id)
+                    .await?
+                    .is_some_and(|r| {
+                        matches!(r.source, AnalysisSource::ReportCredit)
+                            && r.report_expires_at.is_some_and(|e| now < e)
+                    }),
+                None => false,
+            };
+            if by_report {
+                (report_period_key(now), None, Some("report_credit"))
+            } else {
+                (plan.period(now).key, plan.chat_messages_limit(), None)
+            }
+        }
+    };
+    match state
+        .store
+        .count_chat_message(&who.usage, &period_key, limit, now)
+        .await?
+    {
+        Ok(used) => Ok(Json(ChatResponse {
+            external_user_id,
+            chat_messages_used: used,
+            chat_messages_limit: limit,
+            unlimited_by,
+        })),
+        Err(used) => Err(chat_limit_exceeded(used, limit.unwrap_or(used))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageQuery {
+    external_user_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MeterView {
+    used: u64,
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReportCreditView {
+    credits: i64,
+    expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct UsageResponse {
+    external_user_id: Option<String>,
+    tier: Tier,
+    period_start: Option<String>,
+    period_end: Option<String>,
+    analyses: MeterView,
+    chat_messages: MeterView,
+    report_credits: Vec<ReportCreditView>,
+}
+
+/// `GET /v1/usage[?external_user_id=]`: the current period, each meter's use and limit, and
+/// the report credits with their expiry.
+async fn usage(
+    State(state): State<AppState>,
+    account: Account,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageResponse>, ApiError> {
+    let who = who(&account, q.external_user_id.as_deref())?;
+    let now = state.clock.now().unix_timestamp();
+    let plan = plan(&state, &who).await?;
+    let period = plan.period(now);
+    let (analyses, chats, balance) = tokio::try_join!(
+        async {
+            state
+                .store
+                .usage_count(&who.usage, Meter::Analyses, &period.key)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            state
+                .store
+                .usage_count(&who.usage, Meter::ChatMessages, &period.key)
+                .await
+                .map_err(ApiError::from)
+        },
+        async {
+            state
+                .store
+                .ledger_balance(&who.ledger, now)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
+    Ok(Json(UsageResponse {
+        external_user_id: who.subject.external_user_id().map(str::to_string),
+        tier: plan.tier(),
+        period_start: timestamp(period.start),
+        period_end: timestamp(period.end),
+        analyses: MeterView {
+            used: analyses,
+            limit: plan.analyses_limit(),
+        },
+        chat_messages: MeterView {
+            used: chats,
+            limit: plan.chat_messages_limit(),
+        },
+        report_credits: balance
+            .lots
+            .iter()
+            .filter(|l| l.expires_at.is_some())
+            .map(|l| ReportCreditView {
+                credits: l.remaining,
+                expires_at: l.expires_at.and_then(timestamp),
+            })
+            .collect(),
+    }))
+}
