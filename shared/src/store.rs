@@ -30,7 +30,8 @@ impl From<StoreError> for crate::ApiError {
     }
 }
 
-fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
+/// The adapters' error conversions (this module, the ledger, usage).
+pub(crate) fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -38,8 +39,12 @@ where
     StoreError::Sdk(DisplayErrorContext(e).to_string())
 }
 
-fn corrupt(e: serde_dynamo::Error) -> StoreError {
+pub(crate) fn corrupt(e: serde_dynamo::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
+}
+
+pub(crate) fn build(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Sdk(e.to_string())
 }
 
 /// A client for a DynamoDB endpoint other than AWS's (the embedded engine, ministack),

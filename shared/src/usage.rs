@@ -23,10 +23,9 @@ use crate::ledger::store::{
     new_entry_id, spend_update,
 };
 use crate::ledger::{Entry, EntryKind};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, build, corrupt, sdk};
 use crate::subscriptions::PURPOSE_REPORT;
 use crate::tables::Table;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -173,22 +172,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Sdk(DisplayErrorContext(e).to_string())
-}
-
-fn corrupt(e: serde_dynamo::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn build(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Sdk(e.to_string())
 }
 
 fn s(v: &str) -> AttributeValue {

@@ -12,9 +12,9 @@ use super::{
     AccessOutcome, Balance, Entry, EntryKind, Grant, GrantOutcome, LedgerKey, MAX_ACCESS_IDS,
     MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, build, corrupt, sdk};
 use crate::tables::Table;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
@@ -145,22 +145,6 @@ struct PurchaseItem<'a> {
     sk: String,
     #[serde(flatten)]
     purchase: &'a Purchase,
-}
-
-fn sdk<E, R>(e: SdkError<E, R>) -> StoreError
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    StoreError::Sdk(DisplayErrorContext(e).to_string())
-}
-
-fn corrupt(e: serde_dynamo::Error) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn build(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
-    StoreError::Sdk(e.to_string())
 }
 
 fn n(v: i64) -> AttributeValue {

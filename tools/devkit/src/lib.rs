@@ -201,6 +201,44 @@ impl TestApp {
         request.send().await.expect("request reaches the test app")
     }
 
+    /// Deletes the Idempotency table's records whose key starts with `pk_prefix` (`evt#` for
+    /// processed Stripe events, `""` for all): what a lost dedupe record looks like.
+    pub async fn forget_idempotency_records(&self, pk_prefix: &str) -> usize {
+        let table = self
+            .state
+            .store
+            .tables()
+            .get(shared::tables::Table::Idempotency)
+            .to_string();
+        let client = self.state.store.client();
+        let items = client
+            .scan()
+            .table_name(&table)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default();
+        let mut deleted = 0;
+        for item in items {
+            let Some(pk) = item
+                .get("pk")
+                .filter(|v| v.as_s().is_ok_and(|pk| pk.starts_with(pk_prefix)))
+            else {
+                continue;
+            };
+            client
+                .delete_item()
+                .table_name(&table)
+                .key("pk", pk.clone())
+                .send()
+                .await
+                .expect("delete");
+            deleted += 1;
+        }
+        deleted
+    }
+
     /// Issues another key, for another account or mode.
     pub async fn issue_key(&self, account: &str, mode: Stage) -> String {
         let account = AccountId::parse(account).expect("valid account id");

@@ -95,36 +95,7 @@ async fn access(app: &TestApp, user: &str, ids: &[&str]) -> (u16, Value) {
 /// the webhook's dedupe records are lost, so only the ledger's grant markers stand guard.
 async fn redeliver_everything(app: &TestApp) {
     deliver_all(app).await;
-    let table = app
-        .state
-        .store
-        .tables()
-        .get(shared::tables::Table::Idempotency)
-        .to_string();
-    let client = app.state.store.client();
-    for item in client
-        .scan()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default()
-    {
-        if item
-            .get("pk")
-            .and_then(|v| v.as_s().ok())
-            .is_some_and(|pk| pk.starts_with("evt#"))
-        {
-            client
-                .delete_item()
-                .table_name(&table)
-                .key("pk", item["pk"].clone())
-                .send()
-                .await
-                .unwrap();
-        }
-    }
+    assert!(app.forget_idempotency_records("evt#").await > 0);
     deliver_all(app).await;
 }
 

@@ -321,39 +321,7 @@ async fn replaying_every_event_changes_nothing(app: &TestApp) {
     assert_eq!(stored(app).await, before);
 
     // Without the dedupe records every event is processed again, still to the same state.
-    let table = app
-        .state
-        .store
-        .tables()
-        .get(shared::tables::Table::Idempotency)
-        .to_string();
-    let client = app.state.store.client();
-    let items = client
-        .scan()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
-    let mut dropped = 0;
-    for item in items {
-        if item
-            .get("pk")
-            .and_then(|v| v.as_s().ok())
-            .is_some_and(|pk| pk.starts_with("evt#"))
-        {
-            client
-                .delete_item()
-                .table_name(&table)
-                .key("pk", item["pk"].clone())
-                .send()
-                .await
-                .unwrap();
-            dropped += 1;
-        }
-    }
-    assert!(dropped > 0);
+    assert!(app.forget_idempotency_records("evt#").await > 0);
     for event in events.iter().rev().chain(events.iter()) {
         deliver(event.clone()).await;
     }
@@ -741,30 +709,7 @@ async fn a_retried_checkout_never_creates_a_second_session() {
 
     // As if we crashed after Stripe answered but before storing the response: the retry runs
     // again, and Stripe's idempotency (a key derived from the client's) returns the same session.
-    let table = app
-        .state
-        .store
-        .tables()
-        .get(shared::tables::Table::Idempotency)
-        .to_string();
-    let client = app.state.store.client();
-    for item in client
-        .scan()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default()
-    {
-        client
-            .delete_item()
-            .table_name(&table)
-            .key("pk", item["pk"].clone())
-            .send()
-            .await
-            .unwrap();
-    }
+    assert!(app.forget_idempotency_records("").await > 0);
     let rerun = post("order-42").await;
     assert!(
         rerun.headers().get("idempotent-replayed").is_none(),
