@@ -137,6 +137,18 @@ async fn create(
             body.stripe_customer_id.chars().take(64).collect::<String>()
         ))
     };
+    let plausible = body.stripe_customer_id.starts_with("cus_")
+        && body.stripe_customer_id.len() <= 255
+        && body
+            .stripe_customer_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plausible {
+        return Err(ApiError::invalid(
+            "stripe_customer_id",
+            "`stripe_customer_id` must be a Stripe customer id (cus_…).",
+        ));
+    }
     let owner = state
         .store
         .subscription_by_customer(&body.stripe_customer_id)

@@ -5,7 +5,8 @@
 //! An analysis is paid, in order, by: a paid plan's allowance for its Stripe period (Pro:
 //! 100; Enterprise: unlimited, still counted); then an unexpired report credit (soonest
 //! expiring first); then, for subjects without a paid plan, the free tier (1 per calendar
-//! month). Each `analysis_id` counts once, whatever paid for it.
+//! month per account: an account's end users share it). Each `analysis_id` counts once,
+//! whatever paid for it.
 
 use axum::Json;
 use axum::extract::State;
@@ -53,7 +54,11 @@ fn analysis_id(raw: &str) -> Result<String, ApiError> {
 
 struct Who {
     subject: Subject,
+    /// The subject's own counters and markers (its paid plan, its report credits).
     usage: UsageKey,
+    /// The free tier's counters and markers: the account's, shared by all its end users, so
+    /// inventing `external_user_id`s cannot mint free analyses.
+    free: UsageKey,
     ledger: LedgerKey,
 }
 
@@ -64,6 +69,10 @@ fn who(account: &Account, external_user_id: Option<&str>) -> Result<Who, ApiErro
         usage: UsageKey {
             account_id: account.id.to_string(),
             subject: key.clone(),
+        },
+        free: UsageKey {
+            account_id: account.id.to_string(),
+            subject: Subject::Account.key(),
         },
         ledger: LedgerKey {
             account_id: account.id.to_string(),
@@ -139,6 +148,11 @@ async fn analyses(
     if let Some(earlier) = state.store.analysis_record(&who.usage, &id).await? {
         return Ok(answer(&who, earlier, false, None));
     }
+    if who.free != who.usage
+        && let Some(earlier) = state.store.analysis_record(&who.free, &id).await?
+    {
+        return Ok(answer(&who, earlier, false, None));
+    }
     let now = state.clock.now().unix_timestamp();
     let plan = plan(&state, &who).await?;
     let period = plan.period(now);
@@ -197,7 +211,7 @@ async fn analyses(
     match state
         .store
         .consume_analysis(
-            &who.usage,
+            &who.free,
             &id,
             AnalysisSource::FreeTier,
             &period.key,
@@ -248,8 +262,8 @@ async fn chat_messages(
     let now = state.clock.now().unix_timestamp();
     let plan = plan(&state, &who).await?;
     let external_user_id = who.subject.external_user_id().map(str::to_string);
-    let (period_key, limit, unlimited_by) = match plan {
-        Plan::Paid { .. } => (plan.period(now).key, None, Some("subscription")),
+    let (counter, period_key, limit, unlimited_by) = match plan {
+        Plan::Paid { .. } => (&who.usage, plan.period(now).key, None, Some("subscription")),
         Plan::Free => {
             let by_report = match &id {
                 Some(id) => state
@@ -263,15 +277,25 @@ async fn chat_messages(
                 None => false,
             };
             if by_report {
-                (report_period_key(now), None, Some("report_credit"))
+                (
+                    &who.usage,
+                    report_period_key(now),
+                    None,
+                    Some("report_credit"),
+                )
             } else {
-                (plan.period(now).key, plan.chat_messages_limit(), None)
+                (
+                    &who.free,
+                    plan.period(now).key,
+                    plan.chat_messages_limit(),
+                    None,
+                )
             }
         }
     };
     match state
         .store
-        .count_chat_message(&who.usage, &period_key, limit, now)
+        .count_chat_message(counter, &period_key, limit, now)
         .await?
     {
         Ok(used) => Ok(Json(ChatResponse {
@@ -323,18 +347,22 @@ async fn usage(
     let now = state.clock.now().unix_timestamp();
     let plan = plan(&state, &who).await?;
     let period = plan.period(now);
+    let counter = match plan {
+        Plan::Paid { .. } => &who.usage,
+        Plan::Free => &who.free,
+    };
     let (analyses, chats, balance) = tokio::try_join!(
         async {
             state
                 .store
-                .usage_count(&who.usage, Meter::Analyses, &period.key)
+                .usage_count(counter, Meter::Analyses, &period.key)
                 .await
                 .map_err(ApiError::from)
         },
         async {
             state
                 .store
-                .usage_count(&who.usage, Meter::ChatMessages, &period.key)
+                .usage_count(counter, Meter::ChatMessages, &period.key)
                 .await
                 .map_err(ApiError::from)
         },
