@@ -106,6 +106,8 @@ fn strategy(idempotency_key: Option<&str>) -> RequestStrategy {
 pub struct CheckoutLink {
     pub session_id: String,
     pub url: String,
+    /// When Stripe created the session (unix s).
+    pub created: i64,
 }
 
 /// What a Checkout Session is for; the webhook reads it back from the metadata.
@@ -266,6 +268,7 @@ impl StripeApi {
         Ok(CheckoutLink {
             session_id: session.id.to_string(),
             url,
+            created: session.created,
         })
     }
 

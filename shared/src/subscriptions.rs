@@ -17,7 +17,6 @@ pub const META_SUBJECT: &str = "subject";
 pub const META_TIER: &str = "tier";
 pub const META_PURPOSE: &str = "purpose";
 pub const META_PACK_TYPE: &str = "pack_type";
-pub const META_PURCHASE_SK: &str = "purchase_sk";
 /// The `purpose` values: what a paid Checkout Session buys.
 pub const PURPOSE_SUBSCRIPTION: &str = "subscription";
 pub const PURPOSE_REPORT: &str = "report";

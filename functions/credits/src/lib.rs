@@ -15,10 +15,10 @@ use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::ledger::{AccessOutcome, LedgerKey, Purchase, PurchaseStatus};
 use shared::query::Query;
+use shared::store::StoreError;
 use shared::stripe::{CheckoutMode, CheckoutRequest};
 use shared::subscriptions::{
-    META_ACCOUNT, META_PACK_TYPE, META_PURCHASE_SK, META_PURPOSE, META_SUBJECT,
-    PURPOSE_CREDIT_PACK, timestamp,
+    META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, timestamp,
 };
 use shared::{ApiError, AppState};
 use std::collections::HashMap;
@@ -152,16 +152,8 @@ async fn purchase(
         .map(|e| customer_email("customer_email", e))
         .transpose()?;
     let key = ledger_key(&account, &user);
-    let mut purchase = Purchase {
-        id: format!("cp_{}", ulid::Ulid::generate()),
-        session_id: String::new(),
-        pack_type: pack.pack_type.as_str().to_string(),
-        credits: i64::from(pack.credits),
-        price_cents: pack.price_cents,
-        status: PurchaseStatus::Pending,
-        created_at: now(&state),
-        completed_at: None,
-    };
+    // Only what the request says goes to Stripe, so a retry under the same Idempotency-Key
+    // sends the same parameters and gets the same session back.
     let metadata = HashMap::from([
         (META_ACCOUNT.to_string(), key.account_id.clone()),
         (META_SUBJECT.to_string(), key.subject.clone()),
@@ -170,8 +162,8 @@ async fn purchase(
             META_PACK_TYPE.to_string(),
             pack.pack_type.as_str().to_string(),
         ),
-        (META_PURCHASE_SK.to_string(), purchase.sort_key()),
     ]);
+    let reference = format!("{}:{}", key.account_id, key.subject);
     let link = state
         .stripe
         .create_checkout_session(
@@ -182,15 +174,28 @@ async fn purchase(
                 mode: CheckoutMode::Payment,
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),
-                client_reference_id: &purchase.id,
+                client_reference_id: &reference,
                 metadata,
             },
             &stripe_key_for(idem.as_ref(), "credit_pack_checkout"),
         )
         .await?;
-    // Recorded before the payer can reach the page: the webhook always finds it.
-    purchase.session_id = link.session_id.clone();
-    state.store.insert_purchase(&key, &purchase).await?;
+    // The purchase is derived from the session (id and time), recorded before the payer can
+    // reach the page; recording it again for the same session changes nothing.
+    let purchase = Purchase {
+        id: Purchase::id_for_session(&link.session_id),
+        session_id: link.session_id.clone(),
+        pack_type: pack.pack_type.as_str().to_string(),
+        credits: i64::from(pack.credits),
+        price_cents: pack.price_cents,
+        status: PurchaseStatus::Pending,
+        created_at: link.created,
+        completed_at: None,
+    };
+    match state.store.insert_purchase(&key, &purchase).await {
+        Ok(()) | Err(StoreError::ConditionFailed(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(Json(PurchaseResponse {
         checkout_url: link.url,
         session_id: link.session_id,

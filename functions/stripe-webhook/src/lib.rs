@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use shared::catalog::{PackType, REPORT};
 use shared::domain::Subject;
 use shared::http::ApiRouter;
-use shared::ledger::{Grant, LedgerKey};
+use shared::ledger::{Grant, LedgerKey, Purchase};
 use shared::subscriptions::{
-    META_ACCOUNT, META_PACK_TYPE, META_PURCHASE_SK, META_PURPOSE, META_SUBJECT,
-    PURPOSE_CREDIT_PACK, PURPOSE_REPORT, SyncedState,
+    META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, PURPOSE_REPORT,
+    SyncedState,
 };
 use shared::{ApiError, AppState};
 use stripe_webhook::{Webhook, WebhookError};
@@ -138,6 +138,8 @@ async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
             )
             .await
         }
+        // A delayed payment method settles later: the session completes unpaid, then this.
+        "checkout.session.async_payment_succeeded" => grant_purchase(state, object).await,
         "checkout.session.completed" => {
             match (str_at(object, &["mode"]), object.get("subscription")) {
                 (Some("subscription"), Some(sub)) => {
@@ -178,6 +180,12 @@ async fn grant_purchase(state: &AppState, session: &Value) -> Result<(), ApiErro
         return Ok(());
     }
     let now = state.clock.now().unix_timestamp();
+    // The purchase of a credit pack is derived from its session (see the credits function).
+    let created = session
+        .get("created")
+        .and_then(Value::as_i64)
+        .unwrap_or_default();
+    let purchase_sk = Purchase::sort_key_of(created, &Purchase::id_for_session(session_id));
     let key = LedgerKey {
         account_id: account.to_string(),
         subject: subject.to_string(),
@@ -206,7 +214,7 @@ async fn grant_purchase(state: &AppState, session: &Value) -> Result<(), ApiErro
                 credits: i64::from(pack.credits),
                 reason: PURPOSE_CREDIT_PACK,
                 expires_at: None,
-                purchase_sk: str_at(session, &["metadata", META_PURCHASE_SK]),
+                purchase_sk: Some(&purchase_sk),
             }
         }
         _ => return Ok(()),

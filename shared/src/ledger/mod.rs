@@ -143,10 +143,24 @@ impl Purchase {
     /// The item's sort key, `PURCHASE#<created_at as RFC 3339>#<id>`: the caller puts it in
     /// the Checkout Session's metadata and hands it back as [`Grant::purchase_sk`].
     pub fn sort_key(&self) -> String {
-        let created = time::OffsetDateTime::from_unix_timestamp(self.created_at)
+        Self::sort_key_of(self.created_at, &self.id)
+    }
+
+    /// The `PURCHASE#…` sort key of a purchase created at `created_at` with this id.
+    pub fn sort_key_of(created_at: i64, id: &str) -> String {
+        let created = time::OffsetDateTime::from_unix_timestamp(created_at)
             .map(crate::clock::rfc3339)
-            .unwrap_or_else(|_| format!("{:020}", self.created_at));
-        format!("{}{created}#{}", store::PURCHASE_PREFIX, self.id)
+            .unwrap_or_else(|_| format!("{created_at:020}"));
+        format!("{}{created}#{id}", store::PURCHASE_PREFIX)
+    }
+
+    /// The id of the purchase paid through this Checkout Session: derived from the session,
+    /// so a retried purchase request (which Stripe answers with the same session) records
+    /// the same purchase, and the webhook finds it from the session alone.
+    pub fn id_for_session(session_id: &str) -> String {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(session_id.as_bytes()));
+        format!("cp_{}", &digest[..24])
     }
 }
 

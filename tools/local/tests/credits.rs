@@ -535,3 +535,104 @@ async fn subscribers_read_for_free_and_bad_input_is_400() {
         (400, Some("pack_type"))
     );
 }
+
+#[tokio::test]
+async fn a_retried_purchase_records_one_purchase_and_one_session() {
+    let app = TestApp::spawn(local::router).await;
+    let body = json!({"external_user_id": "u_retry", "pack_type": "single", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    let post = || {
+        let request = app
+            .http
+            .post(app.url("/v1/credits/purchase"))
+            .bearer_auth(&app.api_key)
+            .header("idempotency-key", "buy-7")
+            .json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (status, first) = post().await;
+    assert_eq!(status, 200, "{first}");
+    // As if the first answer was lost with its idempotency record: the request runs again,
+    // Stripe answers the same session, and the same purchase is recorded once.
+    assert!(app.forget_idempotency_records("").await > 0);
+    let (status, again) = post().await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["session_id"], first["session_id"]);
+    let (_, history) = json_of(
+        app.send(
+            Method::GET,
+            "/v1/credits/history?external_user_id=u_retry",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        history["purchases"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_payment_grants_when_it_succeeds() {
+    let app = TestApp::spawn(local::router).await;
+    let body = json!({"external_user_id": "u_bank", "pack_type": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    let (_, purchase) = json_of(
+        app.send(Method::POST, "/v1/credits/purchase", Some(body))
+            .await,
+    )
+    .await;
+    let session_id = purchase["session_id"].as_str().unwrap();
+    // The session as Stripe has it, settled later by a bank debit.
+    let mut session: Value = app
+        .http
+        .get(format!(
+            "{}/v1/checkout/sessions/{session_id}",
+            app.stripe.base_url()
+        ))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    session["status"] = json!("complete");
+    session["payment_status"] = json!("paid");
+    let event = json!({"id": "evt_async_paid", "object": "event", "api_version": "2026-09-30.endive", "created": session["created"],
+        "data": {"object": session}, "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": "checkout.session.async_payment_succeeded"});
+    let payload = event.to_string();
+    let now = app.state.clock.now().unix_timestamp();
+    let signature = stripe_webhook::Webhook::generate_test_header(
+        &payload,
+        &app.state.stripe_keys.webhook_secret,
+        Some(now),
+    );
+    let r = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = balance_of(&app, &app.api_key, "u_bank").await;
+    assert_eq!(
+        (b["balance"].as_i64(), b["total_purchased"].as_i64()),
+        (Some(10), Some(10)),
+        "{b}"
+    );
+    let (_, history) = json_of(
+        app.send(
+            Method::GET,
+            "/v1/credits/history?external_user_id=u_bank",
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(history["purchases"][0]["status"], "completed", "{history}");
+    assert_ledger_consistent(&app, "u_bank").await;
+}
