@@ -413,4 +413,85 @@ impl Store {
             .map_err(sdk)?;
         Ok(())
     }
+
+    /// Records `session_id` as the subject's open subscription Checkout (or clears it) and
+    /// returns the one it replaces, which the caller expires: a subject never has two
+    /// Checkouts that could both start a subscription. The subject's item must exist.
+    pub async fn replace_open_checkout(
+        &self,
+        account: &str,
+        subject: &str,
+        session_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .condition_expression("attribute_exists(account_id)")
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld);
+        request = match session_id {
+            Some(id) => request
+                .update_expression("SET open_checkout = :s")
+                .expression_attribute_values(":s", AttributeValue::S(id.to_string())),
+            None => request.update_expression("REMOVE open_checkout"),
+        };
+        match request.send().await {
+            Ok(out) => Ok(out
+                .attributes
+                .and_then(|a| a.get("open_checkout").and_then(|v| v.as_s().ok()).cloned())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    /// Takes a short lease on the subject's plan item so that only one server-side
+    /// subscription can be created for it at a time. False when another holds it.
+    pub async fn lock_subject(
+        &self,
+        account: &str,
+        subject: &str,
+        now: i64,
+        lease_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .update_expression("SET locked_until = :until")
+            .condition_expression("attribute_exists(account_id) AND (attribute_not_exists(locked_until) OR locked_until < :now)")
+            .expression_attribute_values(":until", AttributeValue::N((now + lease_secs).to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
+        }
+    }
+
+    pub async fn unlock_subject(&self, account: &str, subject: &str) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .update_expression("REMOVE locked_until")
+            .condition_expression("attribute_exists(account_id)")
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
 }

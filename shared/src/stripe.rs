@@ -21,7 +21,7 @@ use stripe_billing::subscription::{
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentIntentData,
-    CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession,
 };
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_shared::{CheckoutSessionMode, Subscription};
@@ -414,5 +414,14 @@ impl StripeApi {
                     .as_ref()
                     .and_then(|e| e.message.clone())
             }))
+    }
+
+    /// Expires an open Checkout Session so it can no longer be paid. A session that is
+    /// already expired or complete is left as it is (Stripe refuses; that is not an error).
+    pub async fn expire_checkout_session(&self, session_id: &str) -> Result<(), StripeFailure> {
+        match send!(self, ExpireCheckoutSession::new(session_id), None) {
+            Ok(_) | Err(StripeFailure::Refused(_)) | Err(StripeFailure::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }

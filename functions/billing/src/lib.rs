@@ -108,6 +108,15 @@ async fn checkout(
             &stripe_key_for(idem.as_ref(), "checkout_session"),
         )
         .await?;
+    // One open subscription Checkout per subject: the one this replaces can no longer be paid,
+    // so two tabs cannot start two subscriptions.
+    let previous = state
+        .store
+        .replace_open_checkout(account.id.as_str(), &key, Some(&link.session_id))
+        .await?;
+    if let Some(previous) = previous.filter(|p| *p != link.session_id) {
+        state.stripe.expire_checkout_session(&previous).await?;
+    }
     Ok(Json(CheckoutResponse {
         checkout_url: link.url,
         session_id: link.session_id,

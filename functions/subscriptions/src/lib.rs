@@ -165,6 +165,57 @@ async fn create(
             "This customer belongs to another external user.",
         ));
     }
+    // One server-side creation per subject at a time, deciding on a consistent read.
+    let now = state.clock.now().unix_timestamp();
+    if !state
+        .store
+        .lock_subject(&owner.account_id, &owner.subject, now, SUBJECT_LEASE_SECS)
+        .await?
+    {
+        return Err(ApiError::RequestInProgress);
+    }
+    let created = create_locked(
+        &state,
+        &account,
+        idem,
+        tier,
+        &owner.account_id,
+        &owner.subject,
+    )
+    .await;
+    state
+        .store
+        .unlock_subject(&owner.account_id, &owner.subject)
+        .await?;
+    let snapshot = created?;
+    Ok(Json(Created {
+        subscription_id: snapshot.id.clone(),
+        status: snapshot.status.clone(),
+        tier: snapshot.tier,
+        current_period_start: snapshot.current_period_start.and_then(timestamp),
+        current_period_end: snapshot.current_period_end.and_then(timestamp),
+        stripe_subscription_id: snapshot.id,
+    }))
+}
+
+/// How long a server-side creation may hold the subject (well above the function timeout).
+const SUBJECT_LEASE_SECS: i64 = 60;
+
+/// Creates the subscription while holding the subject's lease: no live subscription, no
+/// open Checkout that could start a second one, a default payment method, then Stripe.
+async fn create_locked(
+    state: &AppState,
+    account: &Account,
+    idem: Option<IdempotencyKey>,
+    tier: Tier,
+    account_id: &str,
+    subject: &str,
+) -> Result<SubscriptionSnapshot, ApiError> {
+    let owner = state
+        .store
+        .subscription(account_id, subject)
+        .await?
+        .ok_or_else(|| ApiError::internal("the subject's item vanished"))?;
     if let Some(live) = owner.live_subscription_id() {
         return Err(ApiError::invalid(
             "stripe_customer_id",
@@ -172,6 +223,13 @@ async fn create(
                 "This customer already has subscription {live}; change its tier with PUT /v1/subscriptions/{live}/upgrade."
             ),
         ));
+    }
+    if let Some(open) = state
+        .store
+        .replace_open_checkout(account_id, subject, None)
+        .await?
+    {
+        state.stripe.expire_checkout_session(&open).await?;
     }
     if state
         .stripe
@@ -198,15 +256,8 @@ async fn create(
         .stripe
         .create_subscription(&owner.stripe_customer_id, price, metadata, &key)
         .await?;
-    record(&state, account.id.as_str(), &owner.subject, &snapshot).await?;
-    Ok(Json(Created {
-        subscription_id: snapshot.id.clone(),
-        status: snapshot.status.clone(),
-        tier: snapshot.tier,
-        current_period_start: snapshot.current_period_start.and_then(timestamp),
-        current_period_end: snapshot.current_period_end.and_then(timestamp),
-        stripe_subscription_id: snapshot.id,
-    }))
+    record(state, account.id.as_str(), &owner.subject, &snapshot).await?;
+    Ok(snapshot)
 }
 
 /// The caller's subscription with this id, or 404 (also for another account's).

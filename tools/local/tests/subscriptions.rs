@@ -4,6 +4,7 @@
 use devkit::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const DAY: i64 = 86_400;
@@ -833,4 +834,155 @@ async fn bad_input_is_400_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
+}
+
+async fn stripe_subscriptions_of(app: &TestApp, customer: &str) -> usize {
+    let list: Value = app
+        .http
+        .get(format!(
+            "{}/v1/subscriptions?customer={customer}&status=all",
+            app.stripe.base_url()
+        ))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"].as_array().map(Vec::len).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn two_checkouts_for_one_subject_cannot_both_be_paid() {
+    let app = TestApp::spawn(local::router).await;
+    let body = json!({"tier": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"});
+    let (_, first) = json_of(
+        app.send(Method::POST, "/v1/billing/checkout", Some(body.clone()))
+            .await,
+    )
+    .await;
+    let (_, second) = json_of(
+        app.send(Method::POST, "/v1/billing/checkout", Some(body))
+            .await,
+    )
+    .await;
+    assert_ne!(first["session_id"], second["session_id"]);
+    let pay = |url: String| {
+        let http = app.http.clone();
+        async move {
+            http.post(url)
+                .form(&[("card_number", "4242 4242 4242 4242")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_ne!(
+        pay(first["checkout_url"].as_str().unwrap().to_string()).await,
+        303,
+        "the replaced checkout is expired"
+    );
+    assert_eq!(
+        pay(second["checkout_url"].as_str().unwrap().to_string()).await,
+        303
+    );
+    wait_for(&app, &app.api_key, |s| s["status"] == "active").await;
+    let customer = app
+        .state
+        .store
+        .subscription(app.account.as_str(), "self")
+        .await
+        .unwrap()
+        .unwrap()
+        .stripe_customer_id;
+    assert_eq!(stripe_subscriptions_of(&app, &customer).await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_server_side_creates_make_one_subscription() {
+    let app = Arc::new(TestApp::spawn(local::router).await);
+    // A subject with a customer (from an open checkout) and a good default card.
+    let body = json!({"tier": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no", "external_user_id": "u_race"});
+    let (_, open) = json_of(
+        app.send(Method::POST, "/v1/billing/checkout", Some(body))
+            .await,
+    )
+    .await;
+    let cus = app
+        .state
+        .store
+        .subscription(app.account.as_str(), "user#u_race")
+        .await
+        .unwrap()
+        .unwrap()
+        .stripe_customer_id;
+    let stripe = |path: String, form: Vec<(&'static str, String)>| {
+        let http = app.http.clone();
+        let url = format!("{}{path}", app.stripe.base_url());
+        async move {
+            http.post(url)
+                .bearer_auth("sk_test_local")
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let pm = stripe(
+        "/v1/payment_methods/pm_card_visa/attach".into(),
+        vec![("customer", cus.clone())],
+    )
+    .await;
+    stripe(
+        format!("/v1/customers/{cus}"),
+        vec![(
+            "invoice_settings[default_payment_method]",
+            pm["id"].as_str().unwrap().to_string(),
+        )],
+    )
+    .await;
+
+    let create = json!({"tier": "pro", "stripe_customer_id": cus, "external_user_id": "u_race"});
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let app = app.clone();
+            let create = create.clone();
+            tokio::spawn(async move {
+                app.send(Method::POST, "/v1/subscriptions", Some(create))
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 400, 409].contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(stripe_subscriptions_of(&app, &cus).await, 1);
+    // The checkout that was open for that subject can no longer start a second one.
+    let paid = app
+        .http
+        .post(open["checkout_url"].as_str().unwrap())
+        .form(&[("card_number", "4242 4242 4242 4242")])
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(paid.status().as_u16(), 303);
+    assert_eq!(stripe_subscriptions_of(&app, &cus).await, 1);
 }
