@@ -160,15 +160,23 @@ impl RedirectUrl {
         if raw.len() > 2048 {
             return bad("is longer than 2048 characters");
         }
-        let rest = match (raw.strip_prefix("https://"), raw.strip_prefix("http://")) {
-            (Some(rest), _) => rest,
-            (None, Some(rest)) if stage == Stage::Test => rest,
-            (None, Some(_)) => return bad("must be an https:// URL in live mode"),
-            _ => return bad("must be an absolute http(s) URL"),
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("must be an absolute http(s) URL without spaces");
+        }
+        let Ok(url) = url::Url::parse(raw) else {
+            return bad("must be an absolute http(s) URL");
         };
-        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if host.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("must be an absolute http(s) URL with a host and no spaces");
+        match url.scheme() {
+            "https" => {}
+            "http" if stage == Stage::Test => {}
+            "http" => return bad("must be an https:// URL in live mode"),
+            _ => return bad("must be an absolute http(s) URL"),
+        }
+        if url.host_str().is_none_or(str::is_empty)
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return bad("must be an absolute http(s) URL with a host and no user or password");
         }
         Ok(Self(raw.to_string()))
     }
