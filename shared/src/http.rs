@@ -157,6 +157,25 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
 }
 
+/// The one `{id}` segment of a path. An undecodable segment names nothing the caller owns:
+/// 404 in the spec's format, like any other unknown id.
+#[derive(Debug, Clone)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| PathId(id))
+            .map_err(|_| ApiError::NotFound("No such object.".into()))
+    }
+}
+
 /// A JSON request body, parsed into `T`; every failure is a 4xx in the spec's format that
 /// names the offending field.
 #[derive(Debug, Clone)]

@@ -4,12 +4,12 @@
 //! calling account: another account's id is 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::catalog::{Tier, dollars};
 use shared::domain::{Subject, paid_tier};
-use shared::http::{ApiRouter, JsonBody};
+use shared::http::{ApiRouter, JsonBody, PathId};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::metering::{Plan, plan_of};
 use shared::query::Query;
@@ -333,7 +333,7 @@ async fn cancel(
     State(state): State<AppState>,
     account: Account,
     idem: Option<IdempotencyKey>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<CancelState>, ApiError> {
     set_cancel_at_period_end(&state, &account, idem, &id, true).await
 }
@@ -344,7 +344,7 @@ async fn reactivate(
     State(state): State<AppState>,
     account: Account,
     idem: Option<IdempotencyKey>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<CancelState>, ApiError> {
     set_cancel_at_period_end(&state, &account, idem, &id, false).await
 }
@@ -428,7 +428,7 @@ async fn upgrade(
     State(state): State<AppState>,
     account: Account,
     idem: Option<IdempotencyKey>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     JsonBody(body): JsonBody<UpgradeBody>,
 ) -> Result<Json<Upgraded>, ApiError> {
     let new_tier = paid_tier(&body.new_tier)?;

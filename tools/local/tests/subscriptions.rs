@@ -417,6 +417,17 @@ async fn another_accounts_subscription_is_404_on_every_route() {
         assert_eq!(status, 404, "{method} {path}: {error}");
         assert!(error["error"]["code"].is_string(), "{error}");
     }
+    // An undecodable id is a 404 in the spec's format too.
+    let (status, e) = json_of(
+        app.send(Method::DELETE, "/v1/subscriptions/%FF", None)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
     // Nothing changed for the owner.
     let (_, sub) = json_of(app.send(Method::GET, "/v1/subscriptions", None).await).await;
     assert_eq!(
