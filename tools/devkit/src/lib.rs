@@ -201,6 +201,41 @@ impl TestApp {
         request.send().await.expect("request reaches the test app")
     }
 
+    /// Every event the emulator has emitted, newest first (up to 100).
+    pub async fn stripe_events(&self) -> Vec<serde_json::Value> {
+        let list: serde_json::Value = self
+            .http
+            .get(format!("{}/v1/events?limit=100", self.stripe.base_url()))
+            .bearer_auth("sk_test_local")
+            .send()
+            .await
+            .expect("the emulator answers")
+            .json()
+            .await
+            .expect("a JSON list");
+        list["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Delivers `event` to the API's webhook route as Stripe would: signed (by async-stripe's
+    /// own signer) with the app's webhook secret, at the app's clock time.
+    pub async fn deliver_event(&self, event: &serde_json::Value) -> reqwest::Response {
+        let payload = event.to_string();
+        let now = self.state.clock.now().unix_timestamp();
+        let signature = stripe_webhook::Webhook::generate_test_header(
+            &payload,
+            &self.state.stripe_keys.webhook_secret,
+            Some(now),
+        );
+        self.http
+            .post(self.url(WEBHOOK_PATH))
+            .header("stripe-signature", signature)
+            .header("content-type", "application/json")
+            .body(payload)
+            .send()
+            .await
+            .expect("request reaches the test app")
+    }
+
     /// Deletes the Idempotency table's records whose key starts with `pk_prefix` (`evt#` for
     /// processed Stripe events, `""` for all): what a lost dedupe record looks like.
     pub async fn forget_idempotency_records(&self, pk_prefix: &str) -> usize {

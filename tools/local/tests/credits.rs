@@ -100,35 +100,10 @@ async fn redeliver_everything(app: &TestApp) {
 }
 
 async fn deliver_all(app: &TestApp) {
-    let events: Value = app
-        .http
-        .get(format!("{}/v1/events?limit=100", app.stripe.base_url()))
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = events["data"].as_array().unwrap().clone();
+    let events = app.stripe_events().await;
     assert!(!events.is_empty());
     for event in events.iter().chain(events.iter().rev()) {
-        let payload = event.to_string();
-        let now = app.state.clock.now().unix_timestamp();
-        let signature = stripe_webhook::Webhook::generate_test_header(
-            &payload,
-            &app.state.stripe_keys.webhook_secret,
-            Some(now),
-        );
-        let r = app
-            .http
-            .post(app.url("/v1/webhooks/stripe"))
-            .header("stripe-signature", signature)
-            .body(payload)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(app.deliver_event(event).await.status(), 200);
     }
 }
 
@@ -602,21 +577,7 @@ async fn a_delayed_payment_grants_when_it_succeeds() {
     let event = json!({"id": "evt_async_paid", "object": "event", "api_version": "2026-09-30.endive", "created": session["created"],
         "data": {"object": session}, "livemode": false, "pending_webhooks": 1,
         "request": {"id": null, "idempotency_key": null}, "type": "checkout.session.async_payment_succeeded"});
-    let payload = event.to_string();
-    let now = app.state.clock.now().unix_timestamp();
-    let signature = stripe_webhook::Webhook::generate_test_header(
-        &payload,
-        &app.state.stripe_keys.webhook_secret,
-        Some(now),
-    );
-    let r = app
-        .http
-        .post(app.url("/v1/webhooks/stripe"))
-        .header("stripe-signature", signature)
-        .body(payload)
-        .send()
-        .await
-        .unwrap();
+    let r = app.deliver_event(&event).await;
     assert_eq!(r.status(), 200);
     let b = balance_of(&app, &app.api_key, "u_bank").await;
     assert_eq!(

@@ -279,35 +279,10 @@ async fn replaying_every_event_changes_nothing(app: &TestApp) {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = stored(app).await;
-    let events: Value = app
-        .http
-        .get(format!("{}/v1/events?limit=100", app.stripe.base_url()))
-        .bearer_auth("sk_test_local")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = events["data"].as_array().unwrap().clone();
+    let events = app.stripe_events().await;
     assert!(events.len() > 10, "the flow emitted its events");
     let deliver = |event: Value| async move {
-        let payload = event.to_string();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let signature = stripe_webhook::Webhook::generate_test_header(
-            &payload,
-            &app.state.stripe_keys.webhook_secret,
-            Some(now),
-        );
-        let response = app
-            .http
-            .post(app.url("/v1/webhooks/stripe"))
-            .header("stripe-signature", signature)
-            .header("content-type", "application/json")
-            .body(payload)
-            .send()
-            .await
-            .unwrap();
+        let response = app.deliver_event(&event).await;
         assert_eq!(
             response.status(),
             200,
@@ -674,14 +649,7 @@ async fn stripe_down_is_502_and_changes_nothing() {
             .unwrap()
     );
     // Stripe's retry, once Stripe answers again, is processed.
-    let retried = app
-        .http
-        .post(app.url("/v1/webhooks/stripe"))
-        .header("stripe-signature", signed(&payload))
-        .body(payload)
-        .send()
-        .await
-        .unwrap();
+    let retried = app.deliver_event(&event).await;
     assert_eq!(retried.status(), 200);
     assert!(
         app.state
