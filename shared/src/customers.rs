@@ -4,20 +4,21 @@ use crate::ApiError;
 use crate::domain::Subject;
 use crate::keys::AccountId;
 use crate::state::AppState;
-use crate::subscriptions::{META_ACCOUNT, META_SUBJECT};
+use crate::subscriptions::{META_ACCOUNT, META_SUBJECT, SubscriptionRecord};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-/// The Stripe customer of `subject`, creating it if it has none. Two racing first calls
-/// send Stripe the same idempotency key and store the same id.
+/// The Stripe customer of `subject`, creating it if it has none. `existing` is the subject's
+/// plan item as the caller has just read it (callers read it anyway; this saves a second
+/// read). Two racing first calls send Stripe the same idempotency key and store the same id.
 pub async fn ensure_customer(
     state: &AppState,
     account: &AccountId,
     subject: &Subject,
-    email: Option<&str>,
+    existing: Option<SubscriptionRecord>,
 ) -> Result<String, ApiError> {
     let key = subject.key();
-    if let Some(record) = state.store.subscription(account.as_str(), &key).await? {
+    if let Some(record) = existing {
         return Ok(record.stripe_customer_id);
     }
     let metadata = HashMap::from([
@@ -28,10 +29,7 @@ pub async fn ensure_customer(
         "customer:{}:{key}",
         account.as_str()
     )));
-    let created = state
-        .stripe
-        .create_customer(email, metadata, &idempotency)
-        .await?;
+    let created = state.stripe.create_customer(metadata, &idempotency).await?;
     Ok(state
         .store
         .attach_customer(account.as_str(), &key, &created)

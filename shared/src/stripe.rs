@@ -26,6 +26,9 @@ use stripe_checkout::checkout_session::{
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_shared::{CheckoutSessionMode, Subscription};
 
+/// The API's route for Stripe's webhook deliveries.
+pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+
 /// How a Stripe call failed, in the terms the API answers with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StripeFailure {
@@ -199,14 +202,10 @@ impl StripeApi {
 
     pub async fn create_customer(
         &self,
-        email: Option<&str>,
         metadata: HashMap<String, String>,
         idempotency_key: &str,
     ) -> Result<String, StripeFailure> {
-        let mut request = CreateCustomer::new().metadata(metadata);
-        if let Some(email) = email {
-            request = request.email(email);
-        }
+        let request = CreateCustomer::new().metadata(metadata);
         Ok(send!(self, request, Some(idempotency_key))?.id.to_string())
     }
 

@@ -70,9 +70,8 @@ async fn checkout(
     let cancel_url = RedirectUrl::parse("cancel_url", &body.cancel_url, stage)?;
     let subject = Subject::from_input("external_user_id", body.external_user_id.as_deref())?;
     let key = subject.key();
-    if let Some(record) = state.store.subscription(account.id.as_str(), &key).await?
-        && let Some(live) = record.live_subscription_id()
-    {
+    let existing = state.store.subscription(account.id.as_str(), &key).await?;
+    if let Some(live) = existing.as_ref().and_then(|r| r.live_subscription_id()) {
         return Err(ApiError::invalid(
             "tier",
             format!(
@@ -80,7 +79,7 @@ async fn checkout(
             ),
         ));
     }
-    let customer = ensure_customer(&state, &account.id, &subject, None).await?;
+    let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
     let price_id = tier
         .info()
         .stripe_price_id
@@ -176,8 +175,9 @@ async fn purchase_report(
     let success_url = RedirectUrl::parse("success_url", &body.success_url, stage)?;
     let cancel_url = RedirectUrl::parse("cancel_url", &body.cancel_url, stage)?;
     let subject = Subject::from_input("external_user_id", body.external_user_id.as_deref())?;
-    let customer = ensure_customer(&state, &account.id, &subject, None).await?;
     let key = subject.key();
+    let existing = state.store.subscription(account.id.as_str(), &key).await?;
+    let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
     let metadata = HashMap::from([
         (META_ACCOUNT.to_string(), account.id.to_string()),
         (META_SUBJECT.to_string(), key.clone()),

@@ -27,12 +27,11 @@ use shared::subscriptions::{
 use shared::{ApiError, AppState};
 use stripe_webhook::{Webhook, WebhookError};
 
-pub const PATH: &str = "/v1/webhooks/stripe";
 /// How long a processed event id is remembered.
 pub const DEDUPE_DAYS: i64 = 30;
 
 pub fn api() -> ApiRouter {
-    ApiRouter::new().post(PATH, receive)
+    ApiRouter::new().post(shared::stripe::WEBHOOK_PATH, receive)
 }
 
 pub fn router(state: AppState) -> axum::Router {

@@ -71,8 +71,8 @@ impl Engine {
 /// webhook secret is the emulator's.
 pub fn local_stripe_keys() -> StripeKeys {
     StripeKeys {
-        secret_key: "sk_test_local".to_string(),
-        webhook_secret: stripe_emulator::DEFAULT_WEBHOOK_SECRET.to_string(),
+        secret_key: shared::secrets::LOCAL_SECRET_KEY.to_string(),
+        webhook_secret: shared::secrets::LOCAL_WEBHOOK_SECRET.to_string(),
     }
 }
 
@@ -87,8 +87,7 @@ pub async fn local_state(
     Ok(AppState::new(config, client, local_stripe_keys(), clock)?)
 }
 
-/// Where the emulator delivers its events: the API's webhook route.
-pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+use shared::stripe::WEBHOOK_PATH;
 
 /// An API on a random port over its own in-memory database and its own Stripe emulator
 /// (delivering webhooks to the API's webhook route), with one account and key.

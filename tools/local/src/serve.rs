@@ -18,8 +18,7 @@ use tokio::task::JoinHandle;
 pub const DB_FILE: &str = "dynamodb.sqlite";
 /// Where the Stripe emulator listens inside the local stack.
 pub const STRIPE_API_BASE: &str = "http://127.0.0.1:12111";
-/// The route the emulator delivers its events to.
-pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+pub use shared::stripe::WEBHOOK_PATH;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

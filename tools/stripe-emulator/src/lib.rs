@@ -29,7 +29,8 @@ pub use webhooks::{DeliveryAttempt, sign as sign_webhook_payload};
 pub const API_VERSION: &str = "2026-09-30.endive";
 
 /// The webhook secret used when none is configured.
-pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_local_emulator_secret";
+/// The local stack's webhook secret, so the API and the emulator agree out of the box.
+pub const DEFAULT_WEBHOOK_SECRET: &str = shared::secrets::LOCAL_WEBHOOK_SECRET;
 
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
