@@ -4,14 +4,21 @@
 SHELL := bash
 CARGO ?= cargo
 VENV := .venv
-PY_REQUIREMENTS := tools/python/requirements.txt
+PY_REQUIREMENTS := tools/python/requirements.txt tools/python/constraints.txt
+# The deploy toolchain (sam, cargo-lambda, zig) has its own venv: aws-sam-cli pins a boto3
+# that ministack cannot share.
+SAM_VENV := .venv-sam
+SAM_REQUIREMENTS := tools/python/requirements-sam.txt tools/python/constraints-sam.txt
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
+PIP_INSTALL = bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: dev dev-reset test fmt lint unit cfn-lint browser key stripe help
+.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build browser key stripe help
 
 help:
 	@echo "make dev        the whole API on http://127.0.0.1:3000 (DynamoDB on :8000, state in .local/)"
 	@echo "make dev-reset  wipe the local state (.local/)"
-	@echo "make test       everything CI checks: fmt, clippy, every test, cfn-lint"
+	@echo "make test       everything CI checks: fmt, clippy, every test, sam validate --lint, cfn-lint"
+	@echo "make build      sam build: an arm64 bootstrap per function in .aws-sam/build/"
 	@echo "make key ACCOUNT=acme [MODE=test|live]  issue an API key against the running local stack"
 	@echo "make stripe     the Stripe emulator alone on http://127.0.0.1:12111"
 
@@ -23,7 +30,7 @@ dev-reset:
 	rm -rf .local
 
 ## Everything CI checks (.ci/run calls this and nothing else).
-test: fmt lint unit cfn-lint
+test: fmt lint unit sam-validate cfn-lint
 
 fmt:
 	$(CARGO) fmt --all --check
@@ -41,12 +48,25 @@ browser:
 	  echo "installing chromium and chromium-driver (Debian packages) for the browser test"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
-cfn-lint: $(VENV)/.installed
-	$(VENV)/bin/cfn-lint template.yaml
+cfn-lint: $(SAM_VENV)/.installed
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+
+sam-validate: $(SAM_VENV)/.installed
+	$(SAM) validate --lint --template template.yaml
+
+## The deployable artifacts: `sam build` with the template's rust-cargolambda method
+## (cargo-lambda cross-compiles with zig), one arm64 bootstrap per function.
+build: $(SAM_VENV)/.installed
+	$(SAM) build --template template.yaml
 
 $(VENV)/.installed: $(PY_REQUIREMENTS)
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(PY_REQUIREMENTS)
+	$(VENV)/$(PIP_INSTALL) -r tools/python/requirements.txt -c tools/python/constraints.txt
+	touch $@
+
+$(SAM_VENV)/.installed: $(SAM_REQUIREMENTS)
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/$(PIP_INSTALL) -r tools/python/requirements-sam.txt -c tools/python/constraints-sam.txt
 	touch $@
 
 ## The Stripe emulator alone (make dev already runs one on :12111).
