@@ -80,7 +80,7 @@ impl Store {
         &self.tables
     }
 
-    fn table(&self, table: Table) -> &str {
+    pub(crate) fn table(&self, table: Table) -> &str {
         self.tables.get(table)
     }
 
@@ -153,7 +153,7 @@ impl Store {
         Ok(())
     }
 
-    fn subscription_key(
+    pub(crate) fn subscription_key(
         account: &str,
         subject: &str,
     ) -> std::collections::HashMap<String, AttributeValue> {

@@ -1,6 +1,12 @@
 //! The Stripe adapter: the only module that speaks to Stripe (async-stripe 1.0). Handlers
 //! call these few operations and get our own types and errors back. Every call that creates
 //! or changes something carries an idempotency key chosen by the caller.
+//!
+//! Requests are async-stripe's typed builders; responses are read into the few fields we use
+//! ([`wire`]), not into async-stripe's complete objects: their generated parsers (a
+//! subscription reaches invoices, payment methods and dozens of payment-method details) would
+//! double every function's bootstrap. The emulator's tests check that the objects it serves
+//! parse into async-stripe's complete types.
 
 use crate::catalog::Tier;
 use crate::error::ApiError;
@@ -23,8 +29,8 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentIntentData,
     CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession,
 };
-use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
-use stripe_shared::{CheckoutSessionMode, Subscription};
+use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
+use stripe_shared::CheckoutSessionMode;
 
 /// The API's route for Stripe's webhook deliveries.
 pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
@@ -83,16 +89,136 @@ fn failure(e: StripeError) -> StripeFailure {
 }
 
 /// Sends an async-stripe request: one attempt, under `key` (an `Option<&str>`) when given,
-/// with Stripe's failures mapped to ours.
+/// with Stripe's failures mapped to ours, and the answer read as `$output` (a [`wire`] type).
 macro_rules! send {
-    ($self:ident, $request:expr, $key:expr) => {
+    ($self:ident, $request:expr, $key:expr, $output:ty) => {
         $request
-            .customize()
+            .build()
+            .customize::<$output>()
             .request_strategy(strategy($key))
             .send(&$self.client)
             .await
             .map_err(failure)
     };
+}
+
+/// The fields of Stripe's objects that we read (unknown fields are skipped, missing optional
+/// ones are `None`). Names and shapes are Stripe's, API version 2026-09-30.
+mod wire {
+    use miniserde::Deserialize;
+    use std::collections::HashMap;
+
+    #[derive(Deserialize)]
+    pub struct Object {
+        pub id: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Customer {
+        pub deleted: Option<bool>,
+        pub invoice_settings: Option<InvoiceSettings>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoiceSettings {
+        /// An id: we never expand it.
+        pub default_payment_method: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CheckoutSession {
+        pub id: String,
+        pub url: Option<String>,
+        pub created: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalSession {
+        pub url: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Subscription {
+        pub id: String,
+        /// An id: we never expand it.
+        pub customer: String,
+        pub status: String,
+        pub items: SubscriptionItems,
+        pub cancel_at_period_end: bool,
+        pub created: i64,
+        pub metadata: Option<HashMap<String, String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct SubscriptionItems {
+        pub data: Vec<SubscriptionItem>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct SubscriptionItem {
+        pub id: String,
+        pub price: Object,
+        pub current_period_start: i64,
+        pub current_period_end: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoicePreview {
+        pub lines: InvoiceLines,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoiceLines {
+        pub data: Vec<InvoiceLine>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoiceLine {
+        pub amount: i64,
+        pub parent: Option<InvoiceLineParent>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoiceLineParent {
+        pub subscription_item_details: Option<ProrationFlag>,
+        pub invoice_item_details: Option<ProrationFlag>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ProrationFlag {
+        pub proration: bool,
+    }
+
+    /// An invoice retrieved with `payments.data.payment.payment_intent` expanded.
+    #[derive(Deserialize)]
+    pub struct InvoicePayments {
+        pub payments: Option<PaymentList>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PaymentList {
+        pub data: Vec<InvoicePayment>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct InvoicePayment {
+        pub payment: Payment,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Payment {
+        pub payment_intent: Option<PaymentIntent>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PaymentIntent {
+        pub last_payment_error: Option<PaymentError>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PaymentError {
+        pub message: Option<String>,
+    }
 }
 
 /// One attempt, under the caller's idempotency key when it has one. Keys we derive are hex
@@ -148,23 +274,23 @@ pub struct SubscriptionSnapshot {
     pub metadata: HashMap<String, String>,
 }
 
-impl From<&Subscription> for SubscriptionSnapshot {
-    fn from(s: &Subscription) -> Self {
+impl From<wire::Subscription> for SubscriptionSnapshot {
+    fn from(s: wire::Subscription) -> Self {
         // Current API: the billing period lives on the subscription items.
-        let item = s.items.data.first();
-        let price_id = item.map(|i| i.price.id.to_string());
+        let item = s.items.data.into_iter().next();
+        let price_id = item.as_ref().map(|i| i.price.id.clone());
         Self {
-            id: s.id.to_string(),
-            customer_id: s.customer.id().to_string(),
-            status: s.status.as_str().to_string(),
+            id: s.id,
+            customer_id: s.customer,
+            status: s.status,
             tier: price_id.as_deref().and_then(Tier::from_price_id),
-            item_id: item.map(|i| i.id.to_string()),
+            item_id: item.as_ref().map(|i| i.id.clone()),
             price_id,
-            current_period_start: item.map(|i| i.current_period_start),
-            current_period_end: item.map(|i| i.current_period_end),
+            current_period_start: item.as_ref().map(|i| i.current_period_start),
+            current_period_end: item.as_ref().map(|i| i.current_period_end),
             cancel_at_period_end: s.cancel_at_period_end,
             created: s.created,
-            metadata: s.metadata.clone(),
+            metadata: s.metadata.unwrap_or_default(),
         }
     }
 }
@@ -206,7 +332,7 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<String, StripeFailure> {
         let request = CreateCustomer::new().metadata(metadata);
-        Ok(send!(self, request, Some(idempotency_key))?.id.to_string())
+        Ok(send!(self, request, Some(idempotency_key), wire::Object)?.id)
     }
 
     /// The customer's default payment method, if it has one.
@@ -214,15 +340,18 @@ impl StripeApi {
         &self,
         customer_id: &str,
     ) -> Result<Option<String>, StripeFailure> {
-        match send!(self, RetrieveCustomer::new(customer_id), None)? {
-            RetrieveCustomerReturned::Customer(c) => Ok(c
-                .invoice_settings
-                .and_then(|s| s.default_payment_method)
-                .map(|pm| pm.id().to_string())),
-            RetrieveCustomerReturned::DeletedCustomer(_) => {
-                Err(StripeFailure::NotFound(customer_id.into()))
-            }
+        let customer = send!(
+            self,
+            RetrieveCustomer::new(customer_id),
+            None,
+            wire::Customer
+        )?;
+        if customer.deleted == Some(true) {
+            return Err(StripeFailure::NotFound(customer_id.into()));
         }
+        Ok(customer
+            .invoice_settings
+            .and_then(|s| s.default_payment_method))
     }
 
     pub async fn create_checkout_session(
@@ -260,12 +389,12 @@ impl StripeApi {
         } else if let Some(email) = r.customer_email {
             request = request.customer_email(email);
         }
-        let session = send!(self, request, Some(idempotency_key))?;
+        let session = send!(self, request, Some(idempotency_key), wire::CheckoutSession)?;
         let url = session
             .url
             .ok_or_else(|| StripeFailure::Refused("the Checkout Session has no url".into()))?;
         Ok(CheckoutLink {
-            session_id: session.id.to_string(),
+            session_id: session.id,
             url,
             created: session.created,
         })
@@ -279,7 +408,7 @@ impl StripeApi {
         let request = CreateBillingPortalSession::new()
             .customer(customer_id)
             .return_url(return_url);
-        Ok(send!(self, request, None)?.url)
+        Ok(send!(self, request, None, wire::PortalSession)?.url)
     }
 
     /// A subscription charged at once to the customer's default payment method; a decline is
@@ -298,19 +427,17 @@ impl StripeApi {
             .items(vec![item])
             .metadata(metadata)
             .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(SubscriptionSnapshot::from(&send!(
-            self,
-            request,
-            Some(idempotency_key)
-        )?))
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
     }
 
     pub async fn subscription(&self, id: &str) -> Result<SubscriptionSnapshot, StripeFailure> {
-        Ok(SubscriptionSnapshot::from(&send!(
+        Ok(send!(
             self,
             RetrieveSubscription::new(id),
-            None
-        )?))
+            None,
+            wire::Subscription
+        )?
+        .into())
     }
 
     pub async fn set_cancel_at_period_end(
@@ -320,11 +447,7 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let request = UpdateSubscription::new(id).cancel_at_period_end(cancel);
-        Ok(SubscriptionSnapshot::from(&send!(
-            self,
-            request,
-            Some(idempotency_key)
-        )?))
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
     }
 
     /// What changing the subscription's item to `price_id` now would prorate, in cents
@@ -346,7 +469,7 @@ impl StripeApi {
             .customer(sub.customer_id.as_str())
             .subscription(sub.id.as_str())
             .subscription_details(details);
-        let invoice = send!(self, request, None)?;
+        let invoice = send!(self, request, None, wire::InvoicePreview)?;
         Ok(invoice
             .lines
             .data
@@ -382,11 +505,7 @@ impl StripeApi {
             .items(vec![item])
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(SubscriptionSnapshot::from(&send!(
-            self,
-            request,
-            Some(idempotency_key)
-        )?))
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
     }
 
     /// Why an invoice's last payment attempt failed, in Stripe's words ("Your card was
@@ -397,28 +516,24 @@ impl StripeApi {
     ) -> Result<Option<String>, StripeFailure> {
         let request = RetrieveInvoice::new(invoice_id)
             .expand(vec!["payments.data.payment.payment_intent".to_string()]);
-        let invoice = send!(self, request, None)?;
+        let invoice = send!(self, request, None, wire::InvoicePayments)?;
         Ok(invoice
             .payments
-            .iter()
-            .flat_map(|list| list.data.iter().rev())
-            .filter_map(|p| {
-                p.payment
-                    .payment_intent
-                    .as_ref()
-                    .and_then(|pi| pi.as_object())
-            })
-            .find_map(|pi| {
-                pi.last_payment_error
-                    .as_ref()
-                    .and_then(|e| e.message.clone())
-            }))
+            .into_iter()
+            .flat_map(|list| list.data.into_iter().rev())
+            .filter_map(|p| p.payment.payment_intent)
+            .find_map(|pi| pi.last_payment_error.and_then(|e| e.message)))
     }
 
     /// Expires an open Checkout Session so it can no longer be paid. A session that is
     /// already expired or complete is left as it is (Stripe refuses; that is not an error).
     pub async fn expire_checkout_session(&self, session_id: &str) -> Result<(), StripeFailure> {
-        match send!(self, ExpireCheckoutSession::new(session_id), None) {
+        match send!(
+            self,
+            ExpireCheckoutSession::new(session_id),
+            None,
+            wire::Object
+        ) {
             Ok(_) | Err(StripeFailure::Refused(_)) | Err(StripeFailure::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }

@@ -66,7 +66,9 @@ pub struct TableDef {
     pub sk: Option<KeyAttr>,
     pub gsis: &'static [Gsi],
     pub ttl_attribute: Option<&'static str>,
-    /// Point-in-time recovery, for the tables whose loss would lose money.
+    /// Point-in-time recovery, for every table whose loss would lose money (subscriptions,
+    /// the ledger, the usage counters a plan pays for) or lock customers out (their keys).
+    /// Only the Idempotency table goes without: its records live 24 hours.
     pub point_in_time_recovery: bool,
 }
 
@@ -84,7 +86,7 @@ pub const TABLES: [TableDef; 5] = [
             sk: Some(s("created_at")),
         }],
         ttl_attribute: None,
-        point_in_time_recovery: false,
+        point_in_time_recovery: true,
     },
     TableDef {
         table: Table::Subscriptions,
@@ -128,7 +130,7 @@ pub const TABLES: [TableDef; 5] = [
         sk: Some(s("sk")),
         gsis: &[],
         ttl_attribute: None,
-        point_in_time_recovery: false,
+        point_in_time_recovery: true,
     },
     TableDef {
         table: Table::Idempotency,

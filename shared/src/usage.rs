@@ -466,8 +466,7 @@ impl Store {
             if let Some(earlier) = self.analysis_record(key, analysis_id).await? {
                 return Ok(Some(Consumed::Earlier(earlier)));
             }
-            let (state, _) = self.ledger_read(&ledger_pk, &[]).await?;
-            let Some(state) = state else {
+            let Some(state) = self.ledger_read(&ledger_pk, &[], None).await?.state else {
                 return Ok(None);
             };
             let mut live: Vec<&StoredLot> = state

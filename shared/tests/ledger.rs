@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::Engine;
 use shared::clock::SystemClock;
 use shared::ledger::{
-    AccessOutcome, Balance, EntryKind, Grant, GrantOutcome, LedgerKey, Lot, MAX_ACCESS_IDS,
+    AccessOutcome, Balance, Charge, EntryKind, Grant, GrantOutcome, LedgerKey, Lot, MAX_ACCESS_IDS,
     Purchase, PurchaseStatus,
 };
 use shared::store::{Store, StoreError};
@@ -206,9 +206,19 @@ async fn access(
     now: i64,
 ) -> AccessOutcome {
     store
-        .ledger_access(key, &ids(docs), charge, now)
+        .ledger_access(
+            key,
+            &ids(docs),
+            if charge {
+                Charge::Always
+            } else {
+                Charge::Never
+            },
+            now,
+        )
         .await
         .expect("access")
+        .outcome
 }
 
 fn granted(accessible: &[&str], spent: i64, remaining: i64) -> AccessOutcome {
@@ -475,16 +485,30 @@ async fn access_ids_are_bounded_and_distinct() {
         .await
         .unwrap();
     let too_many: Vec<String> = (0..=MAX_ACCESS_IDS).map(|i| format!("d{i}")).collect();
-    let e = l.store.ledger_access(&k, &too_many, true, T0).await;
+    let e = l
+        .store
+        .ledger_access(&k, &too_many, Charge::Always, T0)
+        .await;
     assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
-    let e = l.store.ledger_access(&k, &ids(&["a", "a"]), true, T0).await;
+    let e = l
+        .store
+        .ledger_access(&k, &ids(&["a", "a"]), Charge::Always, T0)
+        .await;
     assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
-    let e = l.store.ledger_access(&k, &ids(&[""]), true, T0).await;
+    let e = l
+        .store
+        .ledger_access(&k, &ids(&[""]), Charge::Always, T0)
+        .await;
     assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
     assert_invariants(&l.store, &k).await;
     // The bound itself fits one transaction.
     let max = &too_many[..MAX_ACCESS_IDS];
-    let out = l.store.ledger_access(&k, max, true, T0).await.unwrap();
+    let out = l
+        .store
+        .ledger_access(&k, max, Charge::Always, T0)
+        .await
+        .unwrap()
+        .outcome;
     assert_eq!(
         out,
         AccessOutcome::Granted {
@@ -507,12 +531,12 @@ async fn concurrent_access(
         .into_iter()
         .map(|doc| {
             let (store, k) = (store.clone(), k.clone());
-            tokio::spawn(async move { store.ledger_access(&k, &[doc], true, now).await })
+            tokio::spawn(async move { store.ledger_access(&k, &[doc], Charge::Always, now).await })
         })
         .collect();
     let mut outcomes = Vec::new();
     for t in tasks {
-        outcomes.push(t.await.expect("task").expect("access"));
+        outcomes.push(t.await.expect("task").expect("access").outcome);
     }
     outcomes
 }

@@ -13,7 +13,7 @@ use shared::clock::rfc3339;
 use shared::domain::{AnalysisIds, ExternalUserId, RedirectUrl, Subject, customer_email};
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
-use shared::ledger::{AccessOutcome, LedgerKey, Purchase, PurchaseStatus};
+use shared::ledger::{AccessOutcome, Charge, LedgerKey, Purchase, PurchaseStatus};
 use shared::query::Query;
 use shared::store::StoreError;
 use shared::stripe::{CheckoutMode, CheckoutRequest};
@@ -58,15 +58,6 @@ fn now(state: &AppState) -> i64 {
     state.clock.now().unix_timestamp()
 }
 
-/// Whether the end user has a plan that makes documents free.
-async fn has_unlimited(state: &AppState, key: &LedgerKey) -> Result<bool, ApiError> {
-    let record = state
-        .store
-        .subscription(&key.account_id, &key.subject)
-        .await?;
-    Ok(record.is_some_and(|r| r.has_unlimited()))
-}
-
 #[derive(Debug, Deserialize)]
 struct UserQuery {
     external_user_id: Option<String>,
@@ -89,20 +80,11 @@ async fn balance(
 ) -> Result<Json<BalanceResponse>, ApiError> {
     let user = user(q.external_user_id.as_deref())?;
     let key = ledger_key(&account, &user);
-    let (balance, unlimited) = tokio::try_join!(
-        async {
-            state
-                .store
-                .ledger_balance(&key, now(&state))
-                .await
-                .map_err(ApiError::from)
-        },
-        has_unlimited(&state, &key)
-    )?;
+    let balance = state.store.ledger_balance(&key, now(&state)).await?;
     Ok(Json(BalanceResponse {
         external_user_id: user.as_str().to_string(),
         balance: balance.balance,
-        has_unlimited: unlimited,
+        has_unlimited: balance.has_unlimited,
         total_purchased: balance.total_purchased,
         total_spent: balance.total_spent,
     }))
@@ -285,12 +267,12 @@ async fn access(
     let user = user(raw)?;
     let ids = AnalysisIds::parse("analysis_ids", body.analysis_ids)?;
     let key = ledger_key(&account, &user);
-    let unlimited = has_unlimited(&state, &key).await?;
-    match state
+    let access = state
         .store
-        .ledger_access(&key, ids.as_slice(), !unlimited, now(&state))
-        .await?
-    {
+        .ledger_access(&key, ids.as_slice(), Charge::UnlessUnlimited, now(&state))
+        .await?;
+    let unlimited = access.has_unlimited;
+    match access.outcome {
         AccessOutcome::Granted {
             accessible,
             credits_spent,

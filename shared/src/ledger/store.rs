@@ -9,10 +9,11 @@
 
 use super::rules::{self, AccessDecision, AccessPlan, LedgerState, StoredLot};
 use super::{
-    AccessOutcome, Balance, Entry, EntryKind, Grant, GrantOutcome, LedgerKey, MAX_ACCESS_IDS,
-    MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
+    Access, AccessOutcome, Balance, Charge, Entry, EntryKind, Grant, GrantOutcome, LedgerKey,
+    MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
 };
 use crate::store::{Store, StoreError, build, corrupt, sdk};
+use crate::subscriptions::SubscriptionRecord;
 use crate::tables::Table;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -41,6 +42,15 @@ const MAX_QUERY_PAGES: usize = 64;
 /// Longest id accepted in a sort key (documents, grant sources, purchases).
 const MAX_ID_LEN: usize = 256;
 const MAX_REASON_LEN: usize = 512;
+
+/// One consistent read of a ledger: its state, which of the asked items exist, and the
+/// subject's plan when asked for.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerRead {
+    pub(crate) state: Option<LedgerState>,
+    pub(crate) found: HashSet<String>,
+    pub(crate) plan: Option<SubscriptionRecord>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LotItem {
@@ -276,19 +286,23 @@ impl Store {
         )))
     }
 
-    /// One strongly consistent read of the `BALANCE` item and the items `sks` of ledger `pk`:
-    /// the state, and which of `sks` exist.
+    /// The BALANCE item of ledger `pk` and which of `sks` exist, read consistently in one
+    /// BatchGetItem — which also reads the subject's plan (Subscriptions table) when `plan_of`
+    /// names it, so deciding whether to charge costs no second round trip.
     pub(crate) async fn ledger_read(
         &self,
         pk: &str,
         sks: &[String],
-    ) -> Result<(Option<LedgerState>, HashSet<String>), StoreError> {
+        plan_of: Option<&LedgerKey>,
+    ) -> Result<LedgerRead, StoreError> {
         debug_assert!(sks.len() < 100);
         let table = self.ledger_table().to_string();
+        let plans = self.table(Table::Subscriptions).to_string();
         let mut keys: Vec<HashMap<String, AttributeValue>> = Vec::with_capacity(sks.len() + 1);
         keys.push(item_key(pk, BALANCE_SK));
         keys.extend(sks.iter().map(|sk| item_key(pk, sk)));
-        let mut pending = Some(
+        let mut request = HashMap::from([(
+            table.clone(),
             KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .consistent_read(true)
@@ -303,12 +317,22 @@ impl Store {
                 .expression_attribute_names("#lots", "lots")
                 .build()
                 .map_err(build)?,
-        );
-        let mut state = None;
-        let mut found = HashSet::new();
+        )]);
+        if let Some(key) = plan_of {
+            request.insert(
+                plans.clone(),
+                KeysAndAttributes::builder()
+                    .keys(Store::subscription_key(&key.account_id, &key.subject))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        let mut read = LedgerRead::default();
+        let mut pending = Some(request);
         for attempt in 1..=MAX_TX_ATTEMPTS {
             let Some(request) = pending.take() else {
-                return Ok((state, found));
+                return Ok(read);
             };
             if attempt > 1 {
                 backoff(attempt - 1).await;
@@ -316,39 +340,41 @@ impl Store {
             let out = self
                 .client()
                 .batch_get_item()
-                .request_items(table.clone(), request)
+                .set_request_items(Some(request))
                 .send()
                 .await
                 .map_err(sdk)?;
-            let items = out
-                .responses
-                .and_then(|mut r| r.remove(&table))
-                .unwrap_or_default();
-            for item in items {
+            let mut responses = out.responses.unwrap_or_default();
+            if let Some(plan) = responses
+                .remove(&plans)
+                .and_then(|items| items.into_iter().next())
+            {
+                read.plan = Some(serde_dynamo::from_item(plan).map_err(corrupt)?);
+            }
+            for item in responses.remove(&table).unwrap_or_default() {
                 let sk = match item.get("sk") {
                     Some(AttributeValue::S(sk)) => sk.clone(),
                     _ => return Err(StoreError::Corrupt("a ledger item without sk".into())),
                 };
                 if sk == BALANCE_SK {
                     let balance: BalanceItem = serde_dynamo::from_item(item).map_err(corrupt)?;
-                    let read = balance.state();
-                    if !read.is_consistent() {
+                    let state = balance.state();
+                    if !state.is_consistent() {
                         return Err(StoreError::Corrupt(format!(
-                            "ledger {pk}: the balance item does not add up: {read:?}"
+                            "ledger {pk}: the balance item does not add up: {state:?}"
                         )));
                     }
-                    state = Some(read);
+                    read.state = Some(state);
                 } else {
-                    found.insert(sk);
+                    read.found.insert(sk);
                 }
             }
             pending = out
                 .unprocessed_keys
-                .and_then(|mut u| u.remove(&table))
-                .filter(|k| !k.keys().is_empty());
+                .filter(|u| u.values().any(|k| !k.keys().is_empty()));
         }
         match pending {
-            None => Ok((state, found)),
+            None => Ok(read),
             Some(_) => Err(StoreError::Contention(format!(
                 "ledger {pk}: keys left unprocessed after {MAX_TX_ATTEMPTS} reads"
             ))),
@@ -487,13 +513,14 @@ impl Store {
     /// The subject's spendable balance at `now`: expired credits never count, whether or not
     /// their expiry entry is written yet. One read, no writes.
     pub async fn ledger_balance(&self, key: &LedgerKey, now: i64) -> Result<Balance, StoreError> {
-        let (state, _) = self.ledger_read(&key.pk(), &[]).await?;
-        let state = state.unwrap_or_default();
+        let read = self.ledger_read(&key.pk(), &[], Some(key)).await?;
+        let state = read.state.unwrap_or_default();
         Ok(Balance {
             balance: state.available(now),
             total_purchased: state.total_purchased,
             total_spent: state.total_spent,
             lots: state.live_lots(now),
+            has_unlimited: read.plan.is_some_and(|p| p.has_unlimited()),
         })
     }
 
@@ -524,8 +551,8 @@ impl Store {
         let pk = key.pk();
         let grant_sk = format!("{GRANT_PREFIX}{}", grant.source_id);
         for _ in 0..MAX_DECISIONS {
-            let (state, found) = self
-                .ledger_read(&pk, std::slice::from_ref(&grant_sk))
+            let LedgerRead { state, found, .. } = self
+                .ledger_read(&pk, std::slice::from_ref(&grant_sk), None)
                 .await?;
             if found.contains(&grant_sk) {
                 return Ok(GrantOutcome::AlreadyGranted);
@@ -653,8 +680,8 @@ impl Store {
     }
 
     /// Gives access to `analysis_ids` (distinct, at most [`MAX_ACCESS_IDS`]): documents owned
-    /// before are free, each new one costs a credit (none without `charge`, for subscribers
-    /// with unlimited access), all or nothing. New documents get their `DOC#` item in the
+    /// before are free, each new one costs a credit (none when `charge` says so — for
+    /// subscribers with unlimited access, read with the ledger), all or nothing. New documents get their `DOC#` item in the
     /// same transaction as the spend, so concurrent requests for one document charge once;
     /// a request that loses that race re-reads and finds the document owned (free).
     /// Common case: one read and one transaction.
@@ -662,9 +689,9 @@ impl Store {
         &self,
         key: &LedgerKey,
         analysis_ids: &[String],
-        charge: bool,
+        charge: Charge,
         now: i64,
-    ) -> Result<AccessOutcome, StoreError> {
+    ) -> Result<Access, StoreError> {
         if analysis_ids.len() > MAX_ACCESS_IDS {
             return Err(StoreError::Invalid(format!(
                 "at most {MAX_ACCESS_IDS} documents per access, got {}",
@@ -686,32 +713,45 @@ impl Store {
             .map(|id| format!("{DOC_PREFIX}{id}"))
             .collect();
         for _ in 0..MAX_DECISIONS {
-            let (state, found) = self.ledger_read(&pk, &doc_sks).await?;
+            let plan_of = (charge == Charge::UnlessUnlimited).then_some(key);
+            let LedgerRead { state, found, plan } =
+                self.ledger_read(&pk, &doc_sks, plan_of).await?;
+            let has_unlimited = match charge {
+                Charge::Always => false,
+                Charge::Never => true,
+                Charge::UnlessUnlimited => plan.is_some_and(|p| p.has_unlimited()),
+            };
+            let access = |outcome| Access {
+                outcome,
+                has_unlimited,
+            };
             let owned: HashSet<&str> = analysis_ids
                 .iter()
                 .zip(&doc_sks)
                 .filter(|(_, sk)| found.contains(*sk))
                 .map(|(id, _)| id.as_str())
                 .collect();
-            let plan = match rules::plan_access(state.as_ref(), &owned, analysis_ids, charge, now) {
-                AccessDecision::Insufficient {
-                    required,
-                    available,
-                } => {
-                    return Ok(AccessOutcome::Insufficient {
+            let plan =
+                match rules::plan_access(state.as_ref(), &owned, analysis_ids, !has_unlimited, now)
+                {
+                    AccessDecision::Insufficient {
                         required,
                         available,
-                    });
-                }
-                AccessDecision::Plan(plan) => plan,
-            };
+                    } => {
+                        return Ok(access(AccessOutcome::Insufficient {
+                            required,
+                            available,
+                        }));
+                    }
+                    AccessDecision::Plan(plan) => plan,
+                };
             let granted = AccessOutcome::Granted {
                 accessible: analysis_ids.to_vec(),
                 credits_spent: plan.cost,
                 remaining_balance: plan.remaining_balance,
             };
             if !plan.writes() {
-                return Ok(granted);
+                return Ok(access(granted));
             }
             let mut items = Vec::with_capacity(plan.new_docs.len() + plan.expiries.len() + 2);
             let spend = (plan.cost > 0).then(|| Entry {
@@ -755,7 +795,7 @@ impl Store {
                 items.push(self.ledger_put(item)?);
             }
             match self.ledger_transact(items).await? {
-                TxResult::Committed => return Ok(granted),
+                TxResult::Committed => return Ok(access(granted)),
                 // A document bought or credits spent meanwhile: decide again.
                 TxResult::ConditionFailed(_) => continue,
             }
