@@ -15,7 +15,13 @@ pub fn paid_tier(raw: &str) -> Result<Tier, ApiError> {
 }
 
 /// The end user of an API customer (B2B2C): 1–128 characters of `A–Z a–z 0–9 . _ - : @ +`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 128,
+    pattern = "^[A-Za-z0-9._:@+-]{1,128}$",
+    example = "user_123"
+)]
 pub struct ExternalUserId(String);
 
 pub const EXTERNAL_USER_ID_MAX: usize = 128;
@@ -133,9 +139,10 @@ impl AnalysisIds {
     }
 }
 
-/// An email for Stripe Checkout: a plausible address of at most 254 characters.
+/// An email for Stripe Checkout: a plausible address of at most 254 characters (characters,
+/// as the OpenAPI document's `maxLength` counts them, not bytes).
 pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
-    let ok = raw.len() <= 254
+    let ok = raw.chars().count() <= 254
         && raw.split_once('@').is_some_and(|(user, domain)| {
             !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
@@ -150,8 +157,19 @@ pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-/// An absolute http(s) URL to send a payer back to; https only on the live stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An absolute http(s) URL to send a payer back to; https only on the live stage. At most
+/// 2048 characters, with a host and no user or password.
+///
+/// The schema's pattern is a subset of what is accepted: ASCII host names whose last label
+/// starts with a letter, an optional port, then any visible ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(
+    format = "uri",
+    min_length = 1,
+    max_length = 2048,
+    pattern = "^https?://([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*(:[0-9]{1,4})?([/?#][!-~]*)?$",
+    example = "https://yourapp.com/billing/success"
+)]
 pub struct RedirectUrl(String);
 
 impl RedirectUrl {
