@@ -13,7 +13,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::catalog::{PackType, REPORT};
@@ -131,8 +132,18 @@ struct Received {
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Received>, ApiError> {
+    // axum's own rejection is plain text; every answer of the API is in the spec's format.
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit_bytes: shared::http::BODY_LIMIT_BYTES,
+            }
+        } else {
+            ApiError::invalid("body", format!("The body could not be read: {rejection}"))
+        }
+    })?;
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())

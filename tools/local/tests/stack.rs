@@ -154,3 +154,25 @@ async fn serves_the_committed_openapi_document_without_a_key() {
     assert!(doc["paths"]["/v1/openapi.json"]["get"].is_object());
     stack.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_oversized_webhook_is_413_in_the_specs_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    let body = format!(
+        "{{\"a\":\"{}\"}}",
+        "x".repeat(shared::http::BODY_LIMIT_BYTES)
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}{}", stack.api_url, local::serve::WEBHOOK_PATH))
+        .header("stripe-signature", "t=1,v1=00")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large", "{error}");
+    stack.stop().await.unwrap();
+}
