@@ -12,7 +12,7 @@ SAM_REQUIREMENTS := tools/python/requirements-sam.txt tools/python/constraints-s
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
 PIP_INSTALL = bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build browser key stripe help
+.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build browser key stripe openapi help
 
 help:
 	@echo "make dev        the whole API on http://127.0.0.1:3000 (DynamoDB on :8000, state in .local/)"
@@ -21,6 +21,7 @@ help:
 	@echo "make build      sam build: an arm64 bootstrap per function in .aws-sam/build/"
 	@echo "make key ACCOUNT=acme [MODE=test|live]  issue an API key against the running local stack"
 	@echo "make stripe     the Stripe emulator alone on http://127.0.0.1:12111"
+	@echo "make openapi    regenerate openapi.json (the OpenAPI 3.1 document) from the code"
 
 ## The local stack. PORT overrides the API port (3000).
 dev:
@@ -72,6 +73,11 @@ $(SAM_VENV)/.installed: $(SAM_REQUIREMENTS)
 ## The Stripe emulator alone (make dev already runs one on :12111).
 stripe:
 	$(CARGO) run -p stripe-emulator -- --port 12111
+
+## The OpenAPI document, generated from the handlers' annotations (tools/openapi); the billing
+## function serves the committed file at /v1/openapi.json, and a test fails when it is stale.
+openapi:
+	$(CARGO) run -q -p openapi
 
 ## An API key for another account on the running local stack.
 ACCOUNT ?= acme

@@ -2,10 +2,12 @@
 //! in integer cents. Handlers render these; nothing else states a price or a limit.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const CURRENCY: &str = "USD";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A plan: the free trial or a paid tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Free,
@@ -97,7 +99,8 @@ impl Tier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A credit pack: `single` (1 credit), `medium` (5) or `pro` (10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PackType {
     Single,
@@ -188,17 +191,32 @@ pub fn dollars(cents: i64) -> String {
 }
 
 /// A tier as `GET /v1/billing/tiers` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "pro", "name": "Pro", "price": 99, "currency": "USD", "interval": "month",
+    "features": ["100 analyses per month", "Unlimited chat messages", "Priority support",
+                 "White-label widget", "Advanced cost estimates"],
+    "analyses_limit": 100, "stripe_price_id": "price_1SZPUkR9pxNkCCCYoc4jXp56"}))]
 pub struct TierView {
     pub id: Tier,
+    #[schema(value_type = String, example = "Pro")]
     pub name: &'static str,
     /// Whole dollars, as the spec shows them.
+    #[schema(minimum = 0)]
     pub price: i64,
+    /// ISO 4217, always `USD`.
+    #[schema(value_type = String, example = "USD")]
     pub currency: &'static str,
+    /// The billing interval, `month`.
+    #[schema(value_type = String, example = "month")]
     pub interval: &'static str,
+    #[schema(value_type = Vec<String>)]
     pub features: &'static [&'static str],
+    /// Analyses per billing period; `null` is unlimited.
+    #[schema(required = true, minimum = 0)]
     pub analyses_limit: Option<u32>,
+    /// Stripe's price, for the paid tiers only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
     pub stripe_price_id: Option<&'static str>,
 }
 
@@ -219,13 +237,20 @@ impl From<&TierInfo> for TierView {
 }
 
 /// A pack as `GET /v1/credits/packs` (and a 402's `purchase_options`) shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"pack_type": "medium", "name": "5 Credits Pack", "credits": 5,
+    "price_cents": 1999, "price_display": "$19.99", "per_credit_display": "$3.99/credit"}))]
 pub struct PackView {
     pub pack_type: PackType,
+    #[schema(value_type = String, example = "5 Credits Pack")]
     pub name: &'static str,
+    #[schema(minimum = 1)]
     pub credits: u32,
+    #[schema(minimum = 0)]
     pub price_cents: i64,
+    #[schema(example = "$19.99")]
     pub price_display: String,
+    #[schema(example = "$3.99/credit")]
     pub per_credit_display: String,
 }
 

@@ -15,7 +15,13 @@ pub fn paid_tier(raw: &str) -> Result<Tier, ApiError> {
 }
 
 /// The end user of an API customer (B2B2C): 1–128 characters of `A–Z a–z 0–9 . _ - : @ +`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 128,
+    pattern = "^[A-Za-z0-9._:@+-]{1,128}$",
+    example = "user_123"
+)]
 pub struct ExternalUserId(String);
 
 pub const EXTERNAL_USER_ID_MAX: usize = 128;
@@ -133,9 +139,10 @@ impl AnalysisIds {
     }
 }
 
-/// An email for Stripe Checkout: a plausible address of at most 254 characters.
+/// An email for Stripe Checkout: a plausible address of at most 254 characters (characters,
+/// as the OpenAPI document's `maxLength` counts them, not bytes).
 pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
-    let ok = raw.len() <= 254
+    let ok = raw.chars().count() <= 254
         && raw.split_once('@').is_some_and(|(user, domain)| {
             !user.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
@@ -150,33 +157,58 @@ pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
     }
 }
 
-/// An absolute http(s) URL to send a payer back to; https only on the live stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An absolute http(s) URL to send a payer back to; https only on the live stage: at most
+/// 2048 characters without spaces or control characters; `https://` (or `http://`), a host
+/// that is a DNS name (ASCII letters, digits and inner hyphens, dot-separated, the last label
+/// starting with a letter) or an IPv4 address, an optional port, then path, query and
+/// fragment. WHATWG URL parsing takes far more (`https://ab.org*`, `HTTPS://…`, user info);
+/// this is the exact rule the OpenAPI pattern states, so a client can check it beforehand.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(
+    format = "uri",
+    max_length = 2048,
+    pattern = "^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*)(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
+    example = "https://yourapp.com/billing/success"
+)]
 pub struct RedirectUrl(String);
+
+pub const REDIRECT_URL_MAX: usize = 2048;
 
 impl RedirectUrl {
     pub fn parse(field: &str, raw: &str, stage: Stage) -> Result<Self, ApiError> {
         let bad = |why: &str| Err(ApiError::invalid(field, format!("`{field}` {why}")));
-        if raw.len() > 2048 {
+        if raw.chars().count() > REDIRECT_URL_MAX {
             return bad("is longer than 2048 characters");
         }
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad("must be an absolute http(s) URL without spaces");
         }
-        let Ok(url) = url::Url::parse(raw) else {
-            return bad("must be an absolute http(s) URL");
+        let rest = if let Some(rest) = raw.strip_prefix("https://") {
+            rest
+        } else if let Some(rest) = raw.strip_prefix("http://") {
+            if stage != Stage::Test {
+                return bad("must be an https:// URL in live mode");
+            }
+            rest
+        } else {
+            return bad("must be an absolute URL starting with https:// (or http://)");
         };
-        match url.scheme() {
-            "https" => {}
-            "http" if stage == Stage::Test => {}
-            "http" => return bad("must be an https:// URL in live mode"),
-            _ => return bad("must be an absolute http(s) URL"),
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        if !(is_dns_name(host) || is_ipv4(host)) {
+            return bad(
+                "must have a host that is a DNS name (letters, digits, hyphens; the last label starting with a letter) or an IPv4 address, and no user or password",
+            );
         }
-        if url.host_str().is_none_or(str::is_empty)
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return bad("must be an absolute http(s) URL with a host and no user or password");
+        if port.is_some_and(|p| !is_port(p)) {
+            return bad("has a port that is not 0-65535");
+        }
+        // The rule above is narrower than WHATWG's: what passes it, the url crate parses.
+        if url::Url::parse(raw).is_err() {
+            return bad("must be an absolute http(s) URL");
         }
         Ok(Self(raw.to_string()))
     }
@@ -184,6 +216,37 @@ impl RedirectUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Dot-separated labels of ASCII letters and digits with single inner hyphens; the last label
+/// starts with a letter (so it is never read as an IP address).
+fn is_dns_name(host: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .split('-')
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
+    };
+    let mut labels = host.split('.').rev();
+    let last_ok = labels
+        .next()
+        .is_some_and(|last| label_ok(last) && last.starts_with(|c: char| c.is_ascii_alphabetic()));
+    last_ok && labels.all(label_ok)
+}
+
+/// A dotted quad without leading zeros (Rust's parser refuses them).
+fn is_ipv4(host: &str) -> bool {
+    host.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// 0-65535 in 1-4 digits, or in 5 without a leading zero.
+fn is_port(port: &str) -> bool {
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    digits
+        && (port.len() <= 4
+            || (port.len() == 5
+                && !port.starts_with('0')
+                && port.parse::<u32>().is_ok_and(|p| p <= 65_535)))
 }
 
 #[cfg(test)]
@@ -279,9 +342,35 @@ mod tests {
             "https://",
             "https:// x",
             "javascript:alert(1)",
+            "https://ab.org*",
+            "HTTPS://ab.org",
+            "https://user:pw@ab.org/",
+            "https://a.1/",
+            "https://a--b.com/",
+            "https://-a.com/",
+            "https://a.com./",
+            "https://01.2.3.4/",
+            "https://1.2.3.4.5/",
+            "https://a.com:/x",
+            "https://a.com:65536/",
+            "https://a.com:01234/",
+            "https://[::1]/",
         ] {
             let e = RedirectUrl::parse("cancel_url", bad, Stage::Test).unwrap_err();
             assert_eq!(e.body()["error"]["field"], "cancel_url", "{bad}");
+        }
+        let long_label = format!("https://{}.com/", "a".repeat(200));
+        for good in [
+            "https://a.b-c.example:65535/p?q=1#f",
+            "http://127.0.0.1:3000/ok",
+            "https://xn.example/é?x={CHECKOUT_SESSION_ID}",
+            "https://a.com:0080",
+            long_label.as_str(),
+        ] {
+            assert!(
+                RedirectUrl::parse("success_url", good, Stage::Test).is_ok(),
+                "{good}"
+            );
         }
     }
 }

@@ -1,10 +1,14 @@
 //! `ApiError`: every error the API answers, rendered exactly in the spec's error format
-//! `{"error": {"code": …, "message": …, …}}`. Internals never reach the body; they go to
-//! the log inside the request's span, which carries the request id.
+//! `{"error": {"code": …, "message": …, …}}` ([`ErrorBody`], whose schema the OpenAPI document
+//! shows). Internals never reach the body; they go to the log inside the request's span,
+//! which carries the request id.
 
+use crate::usage::Meter;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -30,7 +34,7 @@ pub enum ApiError {
     /// carries `<meter>_used` and `<meter>_limit`.
     LimitExceeded {
         message: String,
-        meter: &'static str,
+        meter: Meter,
         used: u64,
         limit: u64,
     },
@@ -80,29 +84,31 @@ impl ApiError {
     }
 
     pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidRequest { .. } => "invalid_request",
-            ApiError::MissingApiKey => "missing_api_key",
-            ApiError::InvalidApiKey(_) => "invalid_api_key",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::InvalidTier(_) => "invalid_tier",
-            ApiError::InvalidSignature(_) => "invalid_signature",
-            ApiError::NoSubscription | ApiError::PlanRequired => "no_subscription",
-            ApiError::PaymentFailed { .. } => "payment_failed",
-            ApiError::LimitExceeded { .. } => "limit_exceeded",
-            ApiError::RequestInProgress => "request_in_progress",
-            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
-            ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            ApiError::MissingApiKey => ErrorCode::MissingApiKey,
+            ApiError::InvalidApiKey(_) => ErrorCode::InvalidApiKey,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::InvalidTier(_) => ErrorCode::InvalidTier,
+            ApiError::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            ApiError::NoSubscription | ApiError::PlanRequired => ErrorCode::NoSubscription,
+            ApiError::PaymentFailed { .. } => ErrorCode::PaymentFailed,
+            ApiError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            ApiError::RequestInProgress => ErrorCode::RequestInProgress,
+            ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            ApiError::UpstreamUnavailable(_) => ErrorCode::UpstreamUnavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// The `error` object of the body.
-    pub fn body(&self) -> Value {
-        let mut error = Map::new();
-        error.insert("code".into(), json!(self.code()));
+    /// The whole body, `{"error": {...}}`.
+    pub fn error_body(&self) -> ErrorBody {
         let message = match self {
             ApiError::InvalidRequest { message, .. } => message.clone(),
             ApiError::MissingApiKey => {
@@ -137,28 +143,143 @@ impl ApiError {
                     .into()
             }
         };
-        error.insert("message".into(), json!(message));
+        let mut error = ErrorDetail {
+            code: self.error_code(),
+            message,
+            field: None,
+            suggested_action: None,
+            stripe_error: None,
+            analyses_used: None,
+            analyses_limit: None,
+            chat_messages_used: None,
+            chat_messages_limit: None,
+        };
         match self {
-            ApiError::InvalidRequest { field, .. } => {
-                error.insert("field".into(), json!(field));
-            }
+            ApiError::InvalidRequest { field, .. } => error.field = Some(field.clone()),
             ApiError::NoSubscription | ApiError::PlanRequired => {
-                error.insert("suggested_action".into(), json!("redirect_to_pricing"));
+                error.suggested_action = Some(SuggestedAction::RedirectToPricing);
             }
             ApiError::PaymentFailed { stripe_error } => {
-                error.insert("stripe_error".into(), json!(stripe_error));
+                error.stripe_error = Some(stripe_error.clone());
             }
             ApiError::LimitExceeded {
                 meter, used, limit, ..
             } => {
-                error.insert(format!("{meter}_used"), json!(used));
-                error.insert(format!("{meter}_limit"), json!(limit));
-                error.insert("suggested_action".into(), json!("upgrade_tier"));
+                let (used_at, limit_at) = match meter {
+                    Meter::Analyses => (&mut error.analyses_used, &mut error.analyses_limit),
+                    Meter::ChatMessages => (
+                        &mut error.chat_messages_used,
+                        &mut error.chat_messages_limit,
+                    ),
+                };
+                *used_at = Some(*used);
+                *limit_at = Some(*limit);
+                error.suggested_action = Some(SuggestedAction::UpgradeTier);
             }
             _ => {}
         }
-        json!({ "error": error })
+        ErrorBody { error }
     }
+
+    /// The body as JSON.
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self.error_body()).unwrap_or_default()
+    }
+}
+
+/// Every error's body: `{"error": {"code": …, "message": …}}`, with the extra keys some codes
+/// carry.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_tier", "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The `error` object.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// `invalid_request`: the input at fault (a body field such as `success_url` or
+    /// `analysis_ids[3]`, a query parameter, a header such as `Idempotency-Key`, or `body`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// `no_subscription` and `limit_exceeded`: where to send the user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub suggested_action: Option<SuggestedAction>,
+    /// `payment_failed`: Stripe's own words, e.g. "Your card was declined."
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub stripe_error: Option<String>,
+    /// `limit_exceeded` on the analyses meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub analyses_used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub analyses_limit: Option<u64>,
+    /// `limit_exceeded` on the chat messages meter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub chat_messages_used: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub chat_messages_limit: Option<u64>,
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    MissingApiKey,
+    InvalidApiKey,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    InvalidTier,
+    InvalidSignature,
+    NoSubscription,
+    PaymentFailed,
+    LimitExceeded,
+    RequestInProgress,
+    IdempotencyKeyReused,
+    UpstreamUnavailable,
+    #[serde(rename = "internal_error")]
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::MissingApiKey => "missing_api_key",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InvalidTier => "invalid_tier",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::NoSubscription => "no_subscription",
+            ErrorCode::PaymentFailed => "payment_failed",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::RequestInProgress => "request_in_progress",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::UpstreamUnavailable => "upstream_unavailable",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+}
+
+/// What the client should offer the user next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuggestedAction {
+    RedirectToPricing,
+    UpgradeTier,
 }
 
 impl std::fmt::Display for ApiError {
@@ -176,13 +297,27 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        (self.status(), axum::Json(self.error_body())).into_response()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_codes_serialize_as_their_names() {
+        for e in [
+            ApiError::invalid("f", "m"),
+            ApiError::MissingApiKey,
+            ApiError::Internal("x".into()),
+            ApiError::IdempotencyKeyReused,
+            ApiError::PlanRequired,
+        ] {
+            assert_eq!(e.body()["error"]["code"], e.code());
+        }
+    }
 
     #[test]
     fn invalid_request_names_the_field() {
@@ -214,7 +349,7 @@ mod tests {
         assert_eq!(
             ApiError::LimitExceeded {
                 message: "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses.".into(),
-                meter: "analyses",
+                meter: Meter::Analyses,
                 used: 100,
                 limit: 100,
             }

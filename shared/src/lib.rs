@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lambda;
 pub mod ledger;
 pub mod metering;
+pub mod openapi;
 pub mod query;
 pub mod secrets;
 pub mod state;

@@ -9,7 +9,7 @@
 use crate::catalog::Tier;
 use crate::error::ApiError;
 use crate::subscriptions::{SubscriptionRecord, status_grants_access};
-use crate::usage::{month_bounds, month_period_key, subscription_period_key};
+use crate::usage::{Meter, month_bounds, month_period_key, subscription_period_key};
 
 /// What meters a subject's usage now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub fn analyses_limit_exceeded(used: u64, limit: u64) -> ApiError {
         message: format!(
             "Monthly analysis limit reached ({used}/{limit}). Upgrade to Enterprise for unlimited analyses."
         ),
-        meter: "analyses",
+        meter: Meter::Analyses,
         used,
         limit,
     }
@@ -119,7 +119,7 @@ pub fn chat_limit_exceeded(used: u64, limit: u64) -> ApiError {
         message: format!(
             "Monthly chat message limit reached ({used}/{limit}). Upgrade to Pro for unlimited chat messages."
         ),
-        meter: "chat_messages",
+        meter: Meter::ChatMessages,
         used,
         limit,
     }

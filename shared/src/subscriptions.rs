@@ -10,6 +10,7 @@ use crate::catalog::Tier;
 use crate::clock::rfc3339;
 use crate::stripe::SubscriptionSnapshot;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Metadata keys on every Stripe object our flows create: how the webhook attributes them.
 pub const META_ACCOUNT: &str = "account_id";
@@ -96,17 +97,31 @@ pub struct SyncedState<'a> {
 }
 
 /// `GET /v1/subscriptions`: the spec's object, every key.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(example = json!({"subscription_id": "sub_1abc123xyz", "status": "active", "tier": "pro",
+    "current_period_start": "2025-11-01T00:00:00Z", "current_period_end": "2025-12-01T00:00:00Z",
+    "cancel_at_period_end": false, "analyses_used": 8, "analyses_limit": 100,
+    "created_at": "2025-11-01T00:00:00Z", "stripe_customer_id": "cus_abc123xyz"}))]
 pub struct SubscriptionView {
+    #[schema(example = "sub_1abc123xyz")]
     pub subscription_id: String,
+    #[schema(value_type = crate::openapi::SubscriptionStatus)]
     pub status: String,
     pub tier: Tier,
+    #[schema(required = true, format = DateTime)]
     pub current_period_start: Option<String>,
+    #[schema(required = true, format = DateTime)]
     pub current_period_end: Option<String>,
+    /// True when the subscription ends at `current_period_end`.
     pub cancel_at_period_end: bool,
+    /// Analyses counted in the current billing period.
     pub analyses_used: u64,
+    /// The tier's analyses per period; `null` is unlimited.
+    #[schema(required = true, minimum = 0)]
     pub analyses_limit: Option<u32>,
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    #[schema(example = "cus_abc123xyz")]
     pub stripe_customer_id: String,
 }
 

@@ -77,7 +77,7 @@ impl Meter {
 }
 
 /// What paid for an analysis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AnalysisSource {
     /// A Pro quota or an Enterprise plan.

@@ -1,20 +1,35 @@
-//! The billing function: plans and payments, `/v1/billing/*`.
+//! The billing function: plans and payments, `/v1/billing/*`, and the API's OpenAPI
+//! document, `/v1/openapi.json`.
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use shared::auth::Account;
 use shared::catalog::{REPORT, TIERS, TierView};
 use shared::customers::ensure_customer;
-use shared::domain::{RedirectUrl, Subject, paid_tier};
+use shared::domain::{ExternalUserId, RedirectUrl, Subject, paid_tier};
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
+use shared::openapi::{
+    BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
+    PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
+};
 use shared::stripe::{CheckoutMode, CheckoutRequest};
 use shared::subscriptions::{
     META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_REPORT, PURPOSE_SUBSCRIPTION,
 };
 use shared::{ApiError, AppState};
 use std::collections::HashMap;
+use utoipa::{OpenApi, ToSchema};
+
+/// The path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The whole API's OpenAPI document as committed (`make openapi` regenerates it from the
+/// handlers' annotations; a test of `tools/openapi` fails when it is stale).
+pub const OPENAPI_JSON: &str = include_str!("../../../openapi.json");
 
 pub fn api() -> ApiRouter {
     ApiRouter::new()
@@ -22,42 +37,139 @@ pub fn api() -> ApiRouter {
         .post("/v1/billing/checkout", checkout)
         .post("/v1/billing/portal", portal)
         .post("/v1/billing/purchase-report", purchase_report)
+        .get(OPENAPI_PATH, openapi_json)
 }
 
 pub fn router(state: AppState) -> axum::Router {
     api().into_router(state)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(OpenApi)]
+#[openapi(paths(tiers, checkout, portal, purchase_report, openapi_json))]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+/// The OpenAPI document
+///
+/// This API's OpenAPI 3.1 document. It needs no API key.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    operation_id = "get_openapi_document",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = Object, content_type = "application/json"),
+    )
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Tiers)]
 pub struct TiersResponse {
+    /// Free first, then Pro and Enterprise.
     pub tiers: Vec<TierView>,
 }
 
-/// `GET /v1/billing/tiers`: every plan, free first.
+/// Get available tiers
+///
+/// Every subscription tier with its pricing, free first.
+#[utoipa::path(
+    get,
+    path = "/v1/billing/tiers",
+    tag = "billing",
+    operation_id = "list_tiers",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tiers", body = TiersResponse, example = json!({"tiers": [
+            {"id": "free", "name": "Free Trial", "price": 0, "currency": "USD", "interval": "month",
+             "features": ["1 analysis per month", "50 chat messages", "Basic support"], "analyses_limit": 1},
+            {"id": "pro", "name": "Pro", "price": 99, "currency": "USD", "interval": "month",
+             "features": ["100 analyses per month", "Unlimited chat messages", "Priority support",
+                          "White-label widget", "Advanced cost estimates"],
+             "analyses_limit": 100, "stripe_price_id": "price_1SZPUkR9pxNkCCCYoc4jXp56"},
+            {"id": "enterprise", "name": "Enterprise", "price": 999, "currency": "USD", "interval": "month",
+             "features": ["Unlimited analyses", "Unlimited chat messages", "Dedicated support",
+                          "Custom integrations", "SLA guarantee", "On-premise deployment option"],
+             "analyses_limit": null, "stripe_price_id": "price_1SZPVCR9pxNkCCCYbRqZFp52"}]})),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn tiers(_: Account) -> Json<TiersResponse> {
     Json(TiersResponse {
         tiers: TIERS.iter().map(TierView::from).collect(),
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CheckoutRequest, example = json!({"tier": "pro",
+    "success_url": "https://yourapp.com/billing/success", "cancel_url": "https://yourapp.com/billing/cancel"}))]
 struct CheckoutBody {
+    #[schema(value_type = PaidTier)]
     tier: String,
+    /// Where Stripe sends the payer after a successful payment.
+    #[schema(value_type = RedirectUrl)]
     success_url: String,
+    /// Where Stripe sends the payer who cancels.
+    #[schema(value_type = RedirectUrl)]
     cancel_url: String,
+    /// An end user of yours (B2B2C) whose plan this is; without it, your account's own.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A Stripe Checkout Session to send the payer to.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CheckoutSession)]
 struct CheckoutResponse {
+    /// Stripe's hosted payment page: redirect the user here.
+    #[schema(format = "uri")]
     checkout_url: String,
     session_id: String,
 }
 
-/// `POST /v1/billing/checkout`: a Checkout Session in subscription mode for the tier's
-/// price, for the subject's Stripe customer (created once, then reused). The metadata on the
-/// session and on the subscription it creates tells the webhook whose plan it is.
+/// Create a checkout session
+///
+/// A Stripe Checkout session for the Pro or Enterprise plan. Redirect the user to
+/// `checkout_url`; once paid, Stripe redirects to `success_url` and the subscription is
+/// activated automatically. A subject that already has a live subscription gets 400 (change
+/// tiers with `PUT /v1/subscriptions/{id}/upgrade`); a new Checkout expires the subject's
+/// previous open one.
+#[utoipa::path(
+    post,
+    path = "/v1/billing/checkout",
+    tag = "billing",
+    operation_id = "create_checkout_session",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = CheckoutBody,
+    responses(
+        (status = 200, description = "The Checkout session", body = CheckoutResponse, example = json!({
+            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1...",
+            "session_id": "cs_test_a1F386iivKDFGljBNeU4iBmnUGGw7k0dofurJX8JLC1dZAXMo4mSi3n3aP"})),
+        (status = 400, description = "`invalid_tier`, or `invalid_request` (`field` names the input at fault)",
+            body = shared::error::ErrorBody, examples(
+            ("invalid_tier" = (value = json!({"error": {"code": "invalid_tier",
+                "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}}))),
+            ("invalid_request" = (value = json!({"error": {"code": "invalid_request",
+                "message": "`success_url` must be an absolute http(s) URL", "field": "success_url"}}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn checkout(
     State(state): State<AppState>,
     account: Account,
@@ -122,20 +234,57 @@ async fn checkout(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PortalRequest, example = json!({"return_url": "https://yourapp.com/settings/billing"}))]
 struct PortalBody {
+    /// Where the portal's "return" link goes.
+    #[schema(value_type = RedirectUrl)]
     return_url: String,
+    /// The end user (B2B2C) whose billing to manage; without it, your account's own.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PortalSession)]
 struct PortalResponse {
+    /// Stripe's hosted portal: redirect the user here.
+    #[schema(format = "uri")]
     portal_url: String,
 }
 
-/// `POST /v1/billing/portal`: a Customer Portal session for the subject's Stripe customer;
-/// a subject without one has nothing to manage yet (`no_subscription`).
+/// Create a customer portal session
+///
+/// A Stripe Customer Portal session for managing the subscription, payment methods and
+/// billing history. A subject that has never been through Checkout has nothing to manage
+/// yet: 404 `no_subscription`.
+#[utoipa::path(
+    post,
+    path = "/v1/billing/portal",
+    tag = "billing",
+    operation_id = "create_portal_session",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = PortalBody,
+    responses(
+        (status = 200, description = "The portal session", body = PortalResponse, example = json!({
+            "portal_url": "https://billing.stripe.com/p/session/test_abc123..."})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`no_subscription`: no Stripe customer yet, or `not_found`",
+            body = shared::error::ErrorBody, examples(
+            ("no_subscription" = (value = json!({"error": {"code": "no_subscription",
+                "message": "No active subscription found. Please subscribe to a plan.",
+                "suggested_action": "redirect_to_pricing"}}))),
+        )),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn portal(
     State(state): State<AppState>,
     account: Account,
@@ -155,16 +304,48 @@ async fn portal(
     Ok(Json(PortalResponse { portal_url }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ReportPurchaseRequest, example = json!({
+    "success_url": "https://yourapp.com/report/success", "cancel_url": "https://yourapp.com/pricing"}))]
 struct ReportBody {
+    /// Where Stripe sends the payer after a successful payment.
+    #[schema(value_type = RedirectUrl)]
     success_url: String,
+    /// Where Stripe sends the payer who cancels.
+    #[schema(value_type = RedirectUrl)]
     cancel_url: String,
+    /// The end user (B2B2C) who gets the credit; without it, your account.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-/// `POST /v1/billing/purchase-report`: a one-time $29 Checkout; once paid, the webhook grants
-/// the subject one analysis credit valid for 30 days.
+/// Purchase a single report
+///
+/// A one-time $29 Stripe Checkout. Once paid: one analysis credit, valid for 30 days, with
+/// unlimited chat messages for that analysis.
+#[utoipa::path(
+    post,
+    path = "/v1/billing/purchase-report",
+    tag = "billing",
+    operation_id = "purchase_report",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = ReportBody,
+    responses(
+        (status = 200, description = "The Checkout session", body = CheckoutResponse, example = json!({
+            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_b2...",
+            "session_id": "cs_test_b2G497jjwLEHImoCPfV5jCnoVHHx8l1epgvsKY9NMD2eAYNPp5nTj4o4bQ"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn purchase_report(
     State(state): State<AppState>,
     account: Account,

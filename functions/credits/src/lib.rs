@@ -14,6 +14,10 @@ use shared::domain::{AnalysisIds, ExternalUserId, RedirectUrl, Subject, customer
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::ledger::{AccessOutcome, Charge, LedgerKey, Purchase, PurchaseStatus};
+use shared::openapi::{
+    AnalysisId, BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError,
+    PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
+};
 use shared::query::Query;
 use shared::store::StoreError;
 use shared::stripe::{CheckoutMode, CheckoutRequest};
@@ -22,6 +26,7 @@ use shared::subscriptions::{
 };
 use shared::{ApiError, AppState};
 use std::collections::HashMap;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub fn api() -> ApiRouter {
     ApiRouter::new()
@@ -36,7 +41,36 @@ pub fn router(state: AppState) -> axum::Router {
     api().into_router(state)
 }
 
-/// `GET /v1/credits/packs`: the packs as a bare array, smallest first.
+#[derive(OpenApi)]
+#[openapi(paths(packs, balance, purchase, access, history))]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+/// List credit packs
+///
+/// The credit packs on sale, as a bare array, smallest first.
+#[utoipa::path(
+    get,
+    path = "/v1/credits/packs",
+    tag = "credits",
+    operation_id = "list_credit_packs",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The packs", body = Vec<PackView>, example = json!([
+            {"pack_type": "single", "name": "Single Analysis", "credits": 1, "price_cents": 499,
+             "price_display": "$4.99", "per_credit_display": "$4.99/credit"},
+            {"pack_type": "medium", "name": "5 Credits Pack", "credits": 5, "price_cents": 1999,
+             "price_display": "$19.99", "per_credit_display": "$3.99/credit"},
+            {"pack_type": "pro", "name": "10 Credits Pack", "credits": 10, "price_cents": 2999,
+             "price_display": "$29.99", "per_credit_display": "$2.99/credit"}])),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn packs(_: Account) -> Json<Vec<PackView>> {
     Json(PACKS.iter().map(PackView::from).collect())
 }
@@ -58,21 +92,47 @@ fn now(state: &AppState) -> i64 {
     state.clock.now().unix_timestamp()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UserQuery {
+    /// Your user's unique identifier.
+    #[param(required = true, value_type = ExternalUserId)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreditBalance)]
 struct BalanceResponse {
+    #[schema(example = "user_123")]
     external_user_id: String,
+    /// Spendable credits now; expired ones never count.
     balance: i64,
+    /// True when the user's Pro or Enterprise plan makes documents free.
     has_unlimited: bool,
+    /// Credits ever granted (packs and report credits).
     total_purchased: i64,
     total_spent: i64,
 }
 
-/// `GET /v1/credits/balance?external_user_id=`: unexpired credits and the totals.
+/// Get credit balance
+///
+/// The current credit balance of an end user: unexpired credits, and the totals.
+#[utoipa::path(
+    get,
+    path = "/v1/credits/balance",
+    tag = "credits",
+    operation_id = "get_credit_balance",
+    security(("api_key" = [])),
+    params(UserQuery),
+    responses(
+        (status = 200, description = "The balance", body = BalanceResponse, example = json!({
+            "external_user_id": "user_123", "balance": 5, "has_unlimited": false,
+            "total_purchased": 10, "total_spent": 5})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn balance(
     State(state): State<AppState>,
     account: Account,
@@ -90,22 +150,44 @@ async fn balance(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreditPurchaseRequest, example = json!({"external_user_id": "user_123", "pack_type": "medium",
+    "success_url": "https://yourapp.com/billing/success", "cancel_url": "https://yourapp.com/billing/cancel",
+    "customer_email": "user@example.com"}))]
 struct PurchaseBody {
+    /// Your user's unique identifier.
+    #[schema(value_type = ExternalUserId)]
     external_user_id: Option<String>,
+    #[schema(value_type = PackType)]
     pack_type: String,
+    /// Where Stripe sends the payer after a successful payment.
+    #[schema(value_type = RedirectUrl)]
     success_url: String,
+    /// Where Stripe sends the payer who cancels.
+    #[schema(value_type = RedirectUrl)]
     cancel_url: String,
+    /// The user's email, prefilled on Stripe Checkout: at most 254 characters, with a local
+    /// part, an `@` and a domain with a dot, no spaces.
+    #[schema(
+        value_type = Option<String>,
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^.\\s\\x00-\\x1f\\x7f-\\x9f][^\\s\\x00-\\x1f\\x7f-\\x9f]*\\.[^\\s\\x00-\\x1f\\x7f-\\x9f]*$",
+        example = "user@example.com"
+    )]
     customer_email: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreditPurchase)]
 struct PurchaseResponse {
+    /// Stripe's hosted payment page: redirect the user here.
+    #[schema(format = "uri")]
     checkout_url: String,
     session_id: String,
     external_user_id: String,
     pack_type: PackType,
+    /// Credits the pack grants once paid.
     credits: u32,
     price_cents: i64,
 }
@@ -115,8 +197,31 @@ fn pack_type(raw: &str) -> Result<PackType, ApiError> {
         .ok_or_else(|| ApiError::invalid("pack_type", "`pack_type` must be single, medium or pro."))
 }
 
-/// `POST /v1/credits/purchase`: a payment-mode Checkout for the pack, and a pending purchase
-/// that the webhook completes, granting the credits once.
+/// Purchase credits
+///
+/// A Stripe Checkout session for a credit pack. Once paid, the pack's credits are added to
+/// the user's balance, once; until then the purchase is `pending` in the history.
+#[utoipa::path(
+    post,
+    path = "/v1/credits/purchase",
+    tag = "credits",
+    operation_id = "purchase_credits",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = PurchaseBody,
+    responses(
+        (status = 200, description = "The Checkout session", body = PurchaseResponse, example = json!({
+            "checkout_url": "https://checkout.stripe.com/c/pay/cs_test_a1...", "session_id": "cs_test_a1...",
+            "external_user_id": "user_123", "pack_type": "medium", "credits": 5, "price_cents": 1999})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn purchase(
     State(state): State<AppState>,
     account: Account,
@@ -188,40 +293,72 @@ async fn purchase(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AccessRequest, example = json!({"external_user_id": "user_123",
+    "analysis_ids": ["ana_abc123", "ana_def456"]}))]
 struct AccessBody {
+    /// Your user's unique identifier. May instead come in the `X-External-User-ID` header;
+    /// when both are sent they must name the same user.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
+    /// The documents to access: 1-50 distinct ids (duplicates are ignored).
+    #[schema(value_type = Vec<AnalysisId>, min_items = 1)]
     analysis_ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AccessGranted)]
 struct AccessResponse {
     external_user_id: String,
+    /// Every requested document, in request order.
     accessible_documents: Vec<String>,
+    /// One per newly unlocked document; 0 with `has_unlimited`.
     credits_spent: i64,
     remaining_balance: i64,
     has_unlimited: bool,
 }
 
 /// The spec's 402 for document access: a flat body, unlike the other errors.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct PaymentRequired {
+    #[schema(value_type = PaymentRequiredCode)]
     error: &'static str,
     message: String,
     credits_required: i64,
     credits_available: i64,
     credits_needed: i64,
     can_unlock: bool,
+    /// The credit packs on sale.
     purchase_options: Vec<PackView>,
     subscription_option: SubscriptionOption,
 }
 
-#[derive(Debug, Serialize)]
+/// The headers of `POST /v1/credits/access` (read from the `HeaderMap`; only documented here).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct AccessHeaders {
+    /// Your user's unique identifier, instead of (or equal to) the body's `external_user_id`.
+    #[param(rename = "X-External-User-ID", value_type = Option<ExternalUserId>, nullable = false)]
+    external_user_id: Option<String>,
+}
+
+/// The `error` of the document-access 402.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used: `PaymentRequired::error` is always this
+enum PaymentRequiredCode {
+    PaymentRequired,
+}
+
+/// The plan that makes every document free.
+#[derive(Debug, Serialize, ToSchema)]
 struct SubscriptionOption {
     tier: Tier,
     name: String,
     price_display: String,
+    #[schema(value_type = String)]
     description: &'static str,
 }
 
@@ -240,8 +377,43 @@ fn subscription_option() -> SubscriptionOption {
     }
 }
 
-/// `POST /v1/credits/access`: unlock documents for an end user. Subscribers pay nothing,
-/// documents already bought are free, each new one costs a credit; all or nothing.
+/// Request document access
+///
+/// Unlocks documents for an end user, deducting credits: users on a Pro or Enterprise plan
+/// pay nothing, documents already unlocked are free, each new one costs one credit. All or
+/// nothing: with too few credits nothing is spent and the answer is the 402 below.
+#[utoipa::path(
+    post,
+    path = "/v1/credits/access",
+    tag = "credits",
+    operation_id = "request_document_access",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader, AccessHeaders),
+    request_body = AccessBody,
+    responses(
+        (status = 200, description = "Access granted", body = AccessResponse, example = json!({
+            "external_user_id": "user_123", "accessible_documents": ["ana_abc123", "ana_def456"],
+            "credits_spent": 2, "remaining_balance": 3, "has_unlimited": false})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 402, description = "Insufficient credits: nothing was spent", body = PaymentRequired, example = json!({
+            "error": "payment_required", "message": "Need 2 credits to access 2 documents",
+            "credits_required": 2, "credits_available": 0, "credits_needed": 2, "can_unlock": false,
+            "purchase_options": [
+                {"pack_type": "single", "name": "Single Analysis", "credits": 1, "price_cents": 499,
+                 "price_display": "$4.99", "per_credit_display": "$4.99/credit"},
+                {"pack_type": "medium", "name": "5 Credits Pack", "credits": 5, "price_cents": 1999,
+                 "price_display": "$19.99", "per_credit_display": "$3.99/credit"},
+                {"pack_type": "pro", "name": "10 Credits Pack", "credits": 10, "price_cents": 2999,
+                 "price_display": "$29.99", "per_credit_display": "$2.99/credit"}],
+            "subscription_option": {"tier": "pro", "name": "Pro Subscription",
+                "price_display": "$99/month", "description": "Unlimited document analyses"}})),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn access(
     State(state): State<AppState>,
     account: Account,
@@ -305,29 +477,46 @@ async fn access(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// Your user's unique identifier.
+    #[param(required = true, value_type = ExternalUserId)]
     external_user_id: Option<String>,
+    /// Max results to return.
+    #[param(minimum = 1, maximum = 100, default = 50)]
     limit: Option<i64>,
+    /// Pagination offset.
+    #[param(minimum = 0, maximum = 10000, default = 0)]
     offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PurchaseHistory)]
 struct HistoryResponse {
     external_user_id: String,
+    /// Credit-pack purchases, newest first.
     purchases: Vec<PurchaseView>,
+    /// Credits of the completed purchases.
     total_purchased: i64,
+    /// What the completed purchases cost.
     total_spent_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreditPackPurchase)]
 struct PurchaseView {
+    #[schema(example = "cp_123")]
     id: String,
+    #[schema(value_type = PackType)]
     pack_type: String,
     credits: i64,
     price_cents: i64,
     status: PurchaseStatus,
+    #[schema(required = true, format = DateTime)]
     created_at: Option<String>,
+    /// When the payment arrived; `null` while pending.
+    #[schema(required = true, format = DateTime)]
     completed_at: Option<String>,
 }
 
@@ -335,7 +524,27 @@ pub const HISTORY_MAX_LIMIT: i64 = 100;
 /// Deep pages cost a read of everything before them; beyond this, narrow the query.
 pub const HISTORY_MAX_OFFSET: i64 = 10_000;
 
-/// `GET /v1/credits/history?external_user_id=&limit=&offset=`: purchases, newest first.
+/// Get purchase history
+///
+/// An end user's credit-pack purchases, newest first, with the totals of the completed ones.
+#[utoipa::path(
+    get,
+    path = "/v1/credits/history",
+    tag = "credits",
+    operation_id = "get_purchase_history",
+    security(("api_key" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The purchases", body = HistoryResponse, example = json!({
+            "external_user_id": "user_123",
+            "purchases": [{"id": "cp_123", "pack_type": "medium", "credits": 5, "price_cents": 1999,
+                "status": "completed", "created_at": "2024-12-27T10:30:00Z", "completed_at": "2024-12-27T10:32:00Z"}],
+            "total_purchased": 5, "total_spent_cents": 1999})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     account: Account,

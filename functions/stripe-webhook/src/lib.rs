@@ -15,20 +15,23 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, KeyInit, Mac};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::Sha256;
 use shared::catalog::{PackType, REPORT};
 use shared::domain::Subject;
+use shared::error::ErrorBody;
 use shared::http::ApiRouter;
 use shared::ledger::{Grant, LedgerKey, Purchase};
+use shared::openapi::{InternalError, NotFound, PayloadTooLarge, UpstreamUnavailable};
 use shared::subscriptions::{
     META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, PURPOSE_REPORT,
     SyncedState,
 };
 use shared::{ApiError, AppState};
+use utoipa::{OpenApi, ToSchema};
 
 /// How long a processed event id is remembered.
 pub const DEDUPE_DAYS: i64 = 30;
@@ -47,6 +50,15 @@ pub fn api() -> ApiRouter {
 
 pub fn router(state: AppState) -> axum::Router {
     api().into_router(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(receive))]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
 }
 
 /// How far a signature's timestamp may be from now (Stripe's default tolerance).
@@ -93,26 +105,78 @@ pub fn verify(payload: &str, header: &str, secret: &str, now_unix: i64) -> Resul
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+/// A Stripe event, as Stripe sends it (only the keys read here are shown).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = StripeEvent, example = json!({"id": "evt_1abc123xyz", "object": "event",
+    "type": "customer.subscription.updated", "data": {"object": {"id": "sub_1abc123xyz", "object": "subscription"}}}))]
 struct Envelope {
+    #[schema(example = "evt_1abc123xyz")]
     id: String,
     #[serde(rename = "type")]
+    #[schema(example = "customer.subscription.updated")]
     type_: String,
     data: EnvelopeData,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = StripeEventData)]
 struct EnvelopeData {
+    /// The Stripe object the event is about.
+    #[schema(value_type = Object)]
     object: Value,
 }
 
+/// The acknowledgement Stripe gets.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookReceived)]
+struct Received {
+    /// Always true.
+    received: bool,
+    /// Present (true) when this event id had been processed before: nothing was done again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    duplicate: bool,
+}
+
+/// Receive a Stripe webhook event
+///
+/// Stripe's event deliveries, for `checkout.session.completed|async_payment_succeeded`,
+/// `customer.subscription.created|updated|deleted` and `invoice.payment_succeeded|failed`. No
+/// API key: the raw body (at most 1 MiB) must be signed with the webhook secret
+/// (`Stripe-Signature`, 300 s tolerance), else 400 `invalid_signature`. Unknown event types are acknowledged and
+/// ignored; a failure of ours is 5xx, so Stripe retries.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/stripe",
+    tag = "webhooks",
+    operation_id = "receive_stripe_webhook",
+    params(
+        ("Stripe-Signature" = String, Header,
+            description = "Stripe's signature of the raw body: `t=<unix time>,v1=<hex HMAC-SHA256>`",
+            example = "t=1764547200,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"),
+    ),
+    request_body = Envelope,
+    responses(
+        (status = 200, description = "Acknowledged", body = Received, example = json!({"received": true})),
+        (status = 400, description = "`invalid_signature`: the signature is missing, wrong or too old; \
+            or `invalid_request`: a signed body that is not a Stripe event", body = ErrorBody, examples(
+            ("invalid_signature" = (value = json!({"error": {"code": "invalid_signature",
+                "message": "The Stripe-Signature header does not match the payload."}}))),
+        )),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
+    // axum's own rejection is plain text; every answer of the API is in the spec's format.
     let body = body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge {
                 limit_bytes: WEBHOOK_BODY_LIMIT_BYTES,
             }
@@ -135,14 +199,20 @@ async fn receive(
         )
     })?;
     if state.store.event_processed(&event.id, now).await? {
-        return Ok(Json(json!({"received": true, "duplicate": true})));
+        return Ok(Json(Received {
+            received: true,
+            duplicate: true,
+        }));
     }
     handle(&state, &event).await?;
     state
         .store
         .mark_event_processed(&event.id, &event.type_, now + DEDUPE_DAYS * 86_400)
         .await?;
-    Ok(Json(json!({"received": true})))
+    Ok(Json(Received {
+        received: true,
+        duplicate: false,
+    }))
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {

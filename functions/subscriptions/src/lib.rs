@@ -8,10 +8,15 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::catalog::{Tier, dollars};
-use shared::domain::{Subject, paid_tier};
+use shared::domain::{ExternalUserId, Subject, paid_tier};
+use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody, PathId};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
 use shared::metering::{Plan, plan_of};
+use shared::openapi::{
+    BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
+    PayloadTooLarge, RequestInProgress, SubscriptionStatus, Unauthorized, UpstreamUnavailable,
+};
 use shared::query::Query;
 use shared::stripe::{Proration, SubscriptionSnapshot};
 use shared::subscriptions::{
@@ -21,6 +26,7 @@ use shared::subscriptions::{
 use shared::usage::{Meter, UsageKey, subscription_period_key};
 use shared::{ApiError, AppState, auth::Account};
 use std::collections::HashMap;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub fn api() -> ApiRouter {
     ApiRouter::new()
@@ -35,13 +41,49 @@ pub fn router(state: AppState) -> axum::Router {
     api().into_router(state)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(OpenApi)]
+#[openapi(paths(status, create, cancel, reactivate, upgrade))]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SubjectQuery {
+    /// An end user of yours (B2B2C); without it, your account's own subscription.
+    #[param(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-/// `GET /v1/subscriptions[?external_user_id=]`: the plan, with the analyses used in its
-/// current billing period (two reads: the plan, then its period's counter).
+/// Get subscription status
+///
+/// The current subscription of the authenticated account (or of one of its end users), with
+/// the analyses used in its current billing period.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    operation_id = "get_subscription",
+    security(("api_key" = [])),
+    params(SubjectQuery),
+    responses(
+        (status = 200, description = "The subscription", body = SubscriptionView, example = json!({
+            "subscription_id": "sub_1abc123xyz", "status": "active", "tier": "pro",
+            "current_period_start": "2025-11-01T00:00:00Z", "current_period_end": "2025-12-01T00:00:00Z",
+            "cancel_at_period_end": false, "analyses_used": 8, "analyses_limit": 100,
+            "created_at": "2025-11-01T00:00:00Z", "stripe_customer_id": "cus_abc123xyz"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`no_subscription`: the subject has never subscribed", body = ErrorBody,
+            example = json!({"error": {"code": "no_subscription",
+                "message": "No active subscription found. Please subscribe to a plan.",
+                "suggested_action": "redirect_to_pricing"}})),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     account: Account,
@@ -76,21 +118,38 @@ async fn status(
         .ok_or(ApiError::NoSubscription)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateSubscriptionRequest, example = json!({"tier": "pro", "stripe_customer_id": "cus_abc123xyz"}))]
 struct CreateBody {
+    #[schema(value_type = PaidTier)]
     tier: String,
+    /// A Stripe customer that your account's checkouts created, with a default payment
+    /// method: `cus_` and letters, digits or `_`, at most 255 characters.
+    #[schema(
+        pattern = "^cus_[A-Za-z0-9_]{0,251}$",
+        max_length = 255,
+        example = "cus_abc123xyz"
+    )]
     stripe_customer_id: String,
+    /// The end user (B2B2C) the customer belongs to; when given, it must be the customer's.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedSubscription)]
 struct Created {
     subscription_id: String,
+    #[schema(value_type = SubscriptionStatus)]
     status: String,
+    #[schema(required = true)]
     tier: Option<Tier>,
+    #[schema(required = true, format = DateTime)]
     current_period_start: Option<String>,
+    #[schema(required = true, format = DateTime)]
     current_period_end: Option<String>,
+    /// The same as `subscription_id`.
     stripe_subscription_id: String,
 }
 
@@ -117,8 +176,47 @@ fn now_ms(state: &AppState) -> i64 {
     (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// `POST /v1/subscriptions`: a subscription for a customer this account's flows created,
-/// charged at once to its default payment method.
+/// Create a subscription (server-side)
+///
+/// Subscribes a Stripe customer directly, without a checkout page, charging its default
+/// payment method at once. The customer must be one your account's checkouts created; a
+/// subject with a live subscription gets 400 (change tiers with upgrade), and a concurrent
+/// creation for the same subject 409.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions",
+    tag = "subscriptions",
+    operation_id = "create_subscription",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "The subscription", body = Created, example = json!({
+            "subscription_id": "sub_1abc123xyz", "status": "active", "tier": "pro",
+            "current_period_start": "2025-11-27T12:00:00Z", "current_period_end": "2025-12-27T12:00:00Z",
+            "stripe_subscription_id": "sub_1abc123xyz"})),
+        (status = 400, description = "`invalid_tier`, or `invalid_request` (`field` names the input at fault)",
+            body = ErrorBody, examples(
+            ("invalid_tier" = (value = json!({"error": {"code": "invalid_tier",
+                "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}}))),
+            ("invalid_request" = (value = json!({"error": {"code": "invalid_request",
+                "message": "`stripe_customer_id` must be a Stripe customer id (cus_…).",
+                "field": "stripe_customer_id"}}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 402, description = "`payment_failed`: no default payment method, or the charge was declined",
+            body = ErrorBody, example = json!({"error": {"code": "payment_failed",
+                "message": "Payment could not be processed. Please update your payment method.",
+                "stripe_error": "Your card was declined."}})),
+        (status = 404, description = "`not_found`: no such customer for this account", body = ErrorBody,
+            example = json!({"error": {"code": "not_found", "message": "No such customer: 'cus_abc123xyz'."}})),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     account: Account,
@@ -296,11 +394,14 @@ fn ended(id: &str) -> ApiError {
     )
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CancellationState)]
 struct CancelState {
     subscription_id: String,
+    #[schema(value_type = SubscriptionStatus)]
     status: String,
     cancel_at_period_end: bool,
+    #[schema(required = true, format = DateTime)]
     current_period_end: Option<String>,
     message: String,
 }
@@ -328,7 +429,36 @@ fn cancel_message(period_end: Option<i64>) -> String {
     }
 }
 
-/// `DELETE /v1/subscriptions/{id}`: cancel at period end. Cancelling again answers the same.
+/// Cancel subscription
+///
+/// Cancels the subscription at the end of the current billing period: access continues until
+/// `current_period_end`, no refunds for partial months. Cancelling again answers the same; a
+/// subscription that has ended is 400.
+#[utoipa::path(
+    delete,
+    path = "/v1/subscriptions/{id}",
+    tag = "subscriptions",
+    operation_id = "cancel_subscription",
+    security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "The subscription id (`sub_…`)", example = "sub_1abc123xyz"),
+        IdempotencyKeyHeader,
+    ),
+    responses(
+        (status = 200, description = "Set to cancel at the period's end", body = CancelState, example = json!({
+            "subscription_id": "sub_1abc123xyz", "status": "active", "cancel_at_period_end": true,
+            "current_period_end": "2025-12-01T00:00:00Z",
+            "message": "Subscription will be canceled on 2025-12-01T00:00:00Z"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     account: Account,
@@ -338,8 +468,35 @@ async fn cancel(
     set_cancel_at_period_end(&state, &account, idem, &id, true).await
 }
 
-/// `POST /v1/subscriptions/{id}/reactivate`: undo a pending cancellation. An active
-/// subscription not set to cancel answers 200 with its state.
+/// Reactivate subscription
+///
+/// Undoes a pending cancellation before the end of the current period. A subscription that
+/// is not set to cancel answers 200 with `"message": "Subscription is already active"`; one
+/// that has ended is 400.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{id}/reactivate",
+    tag = "subscriptions",
+    operation_id = "reactivate_subscription",
+    security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "The subscription id (`sub_…`)", example = "sub_1abc123xyz"),
+        IdempotencyKeyHeader,
+    ),
+    responses(
+        (status = 200, description = "Reactivated", body = CancelState, example = json!({
+            "subscription_id": "sub_1abc123xyz", "status": "active", "cancel_at_period_end": false,
+            "current_period_end": "2025-12-01T00:00:00Z", "message": "Subscription reactivated successfully"})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn reactivate(
     State(state): State<AppState>,
     account: Account,
@@ -392,21 +549,30 @@ async fn set_cancel_at_period_end(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpgradeRequest, example = json!({"new_tier": "enterprise"}))]
 struct UpgradeBody {
+    #[schema(value_type = PaidTier)]
     new_tier: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UpgradedSubscription)]
 struct Upgraded {
     subscription_id: String,
+    #[schema(value_type = SubscriptionStatus)]
     status: String,
     tier: Tier,
+    #[schema(required = true)]
     previous_tier: Option<Tier>,
     /// Dollars, as the spec shows them; negative for a downgrade's credit.
+    #[schema(value_type = f64, example = 900)]
     proration_amount: Value,
+    /// ISO 4217, always `USD`.
+    #[schema(value_type = String, example = "USD")]
     proration_currency: &'static str,
+    #[schema(required = true, format = DateTime)]
     current_period_end: Option<String>,
     message: String,
 }
@@ -422,8 +588,48 @@ fn dollars_number(cents: i64) -> Value {
     }
 }
 
-/// `PUT /v1/subscriptions/{id}/upgrade`: change tier with proration. Upgrades are charged
-/// now; a downgrade's credit goes to the next invoice and shows as a negative amount.
+/// Upgrade or downgrade a subscription
+///
+/// Changes the subscription's tier, with prorated billing: an upgrade is charged at once
+/// for the prorated difference; a downgrade's credit goes to the next invoice and
+/// `proration_amount` is negative. The same tier again is 400.
+#[utoipa::path(
+    put,
+    path = "/v1/subscriptions/{id}/upgrade",
+    tag = "subscriptions",
+    operation_id = "change_subscription_tier",
+    security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "The subscription id (`sub_…`)", example = "sub_1abc123xyz"),
+        IdempotencyKeyHeader,
+    ),
+    request_body = UpgradeBody,
+    responses(
+        (status = 200, description = "The tier changed", body = Upgraded, example = json!({
+            "subscription_id": "sub_1abc123xyz", "status": "active", "tier": "enterprise",
+            "previous_tier": "pro", "proration_amount": 900, "proration_currency": "USD",
+            "current_period_end": "2025-12-01T00:00:00Z",
+            "message": "Subscription upgraded to enterprise. Prorated amount: $900.00"})),
+        (status = 400, description = "`invalid_tier`, or `invalid_request` (`field` names the input at fault)",
+            body = ErrorBody, examples(
+            ("invalid_tier" = (value = json!({"error": {"code": "invalid_tier",
+                "message": "Invalid tier 'premium'. Valid tiers: pro, enterprise"}}))),
+            ("invalid_request" = (value = json!({"error": {"code": "invalid_request",
+                "message": "The subscription is already on enterprise.", "field": "new_tier"}}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 402, description = "`payment_failed`: the upgrade's charge was declined", body = ErrorBody,
+            example = json!({"error": {"code": "payment_failed",
+                "message": "Payment could not be processed. Please update your payment method.",
+                "stripe_error": "Your card was declined."}})),
+        (status = 404, response = NotFound),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+        (status = 502, response = UpstreamUnavailable),
+    )
+)]
 async fn upgrade(
     State(state): State<AppState>,
     account: Account,

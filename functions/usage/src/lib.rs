@@ -13,16 +13,22 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use shared::auth::Account;
 use shared::catalog::Tier;
-use shared::domain::Subject;
+use shared::domain::{ExternalUserId, Subject};
+use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody};
 use shared::ledger::LedgerKey;
 use shared::metering::{
     Plan, analyses_limit_exceeded, chat_limit_exceeded, plan_of, report_period_key,
 };
+use shared::openapi::{
+    AnalysisId, BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError,
+    PayloadTooLarge, RequestInProgress, Unauthorized,
+};
 use shared::query::Query;
 use shared::subscriptions::timestamp;
 use shared::usage::{AnalysisRecord, AnalysisSource, Consumed, Meter, UsageKey};
 use shared::{ApiError, AppState};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub fn api() -> ApiRouter {
     ApiRouter::new()
@@ -33,6 +39,15 @@ pub fn api() -> ApiRouter {
 
 pub fn router(state: AppState) -> axum::Router {
     api().into_router(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(analyses, chat_messages, usage))]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    Doc::openapi()
 }
 
 /// An analysis id: 1–128 characters of `A–Z a–z 0–9 . _ - :`.
@@ -90,24 +105,33 @@ async fn plan(state: &AppState, who: &Who) -> Result<Plan, ApiError> {
     Ok(plan_of(record.as_ref()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AnalysisRequest, example = json!({"analysis_id": "ana_abc123"}))]
 struct AnalysisBody {
+    /// The analysis about to run; each id counts once.
+    #[schema(value_type = AnalysisId)]
     analysis_id: String,
+    /// The end user (B2B2C) it runs for; without it, your account.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AnalysisUsage)]
 struct AnalysisResponse {
     analysis_id: String,
+    #[schema(required = true)]
     external_user_id: Option<String>,
     /// What paid: `subscription`, `report_credit` or `free_tier`.
     source: AnalysisSource,
     /// False when this analysis id had been counted before (a retry): nothing was counted now.
     counted: bool,
     /// What remains of the allowance that paid, when it is limited (report credits: credits).
+    #[schema(required = true)]
     remaining: Option<u64>,
     /// Until when a report credit's analysis has unlimited chat.
+    #[schema(required = true, format = DateTime)]
     report_credit_expires_at: Option<String>,
 }
 
@@ -137,7 +161,41 @@ async fn report_credits_left(state: &AppState, who: &Who, now: i64) -> Result<u6
         .sum())
 }
 
-/// `POST /v1/usage/analyses`: consume one analysis, once per `analysis_id`.
+/// Record an analysis
+///
+/// Asks before an analysis runs, and counts it once per `analysis_id`. It is paid, in order,
+/// by the paid plan's allowance for its current period (Pro: 100; Enterprise: unlimited),
+/// then an unexpired report credit, then, without a paid plan, the free tier (1 per calendar
+/// month, shared by the account's end users). Nothing left: 402.
+#[utoipa::path(
+    post,
+    path = "/v1/usage/analyses",
+    tag = "usage",
+    operation_id = "record_analysis",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = AnalysisBody,
+    responses(
+        (status = 200, description = "Counted (or counted before: `counted` is false)", body = AnalysisResponse,
+            example = json!({"analysis_id": "ana_abc123", "external_user_id": null, "source": "subscription",
+                "counted": true, "remaining": 91, "report_credit_expires_at": null})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 402, description = "`limit_exceeded` on a paid plan, `no_subscription` without one", body = ErrorBody,
+            examples(
+            ("limit_exceeded" = (value = json!({"error": {"code": "limit_exceeded",
+                "message": "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses.",
+                "analyses_used": 100, "analyses_limit": 100, "suggested_action": "upgrade_tier"}}))),
+            ("no_subscription" = (value = json!({"error": {"code": "no_subscription",
+                "message": "No active subscription found. Please subscribe to a plan.",
+                "suggested_action": "redirect_to_pricing"}}))),
+        )),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn analyses(
     State(state): State<AppState>,
     account: Account,
@@ -233,25 +291,69 @@ async fn count_of(state: &AppState, who: &Who, period_key: &str) -> Result<u64, 
         .await?)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ChatMessageRequest, example = json!({"analysis_id": "ana_abc123"}))]
 struct ChatBody {
+    /// The analysis the message is about: one paid with a report credit chats without limit
+    /// while the credit lasts.
+    #[schema(value_type = Option<AnalysisId>)]
     analysis_id: Option<String>,
+    /// The end user (B2B2C) chatting; without it, your account.
+    #[schema(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ChatMessageUsage)]
 struct ChatResponse {
+    #[schema(required = true)]
     external_user_id: Option<String>,
     chat_messages_used: u64,
+    /// The monthly limit; `null` when unlimited.
+    #[schema(required = true)]
     chat_messages_limit: Option<u64>,
-    /// Why this message was free of the monthly limit, if it was: `subscription` or `report_credit`.
-    unlimited_by: Option<&'static str>,
+    /// Why this message was free of the monthly limit, if it was.
+    #[schema(required = true)]
+    unlimited_by: Option<UnlimitedBy>,
 }
 
-/// `POST /v1/usage/chat-messages`: count one chat message. Unlimited on a paid plan and for
-/// an analysis paid with a report credit while the credit's 30 days last; otherwise the free
-/// tier's 50 a month.
+/// What makes chat messages unlimited.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum UnlimitedBy {
+    Subscription,
+    ReportCredit,
+}
+
+/// Record a chat message
+///
+/// Counts one chat message. Unlimited on a paid plan, and for an analysis paid with a report
+/// credit while the credit's 30 days last; otherwise 50 per calendar month (then 402
+/// `limit_exceeded`).
+#[utoipa::path(
+    post,
+    path = "/v1/usage/chat-messages",
+    tag = "usage",
+    operation_id = "record_chat_message",
+    security(("api_key" = [])),
+    params(IdempotencyKeyHeader),
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "Counted", body = ChatResponse, example = json!({
+            "external_user_id": null, "chat_messages_used": 12, "chat_messages_limit": 50, "unlimited_by": null})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 402, description = "`limit_exceeded`: the month's free chat messages are used", body = ErrorBody,
+            example = json!({"error": {"code": "limit_exceeded",
+                "message": "Monthly chat message limit reached (50/50). Upgrade to Pro for unlimited chat messages.",
+                "chat_messages_used": 50, "chat_messages_limit": 50, "suggested_action": "upgrade_tier"}})),
+        (status = 409, response = RequestInProgress),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn chat_messages(
     State(state): State<AppState>,
     account: Account,
@@ -263,7 +365,12 @@ async fn chat_messages(
     let plan = plan(&state, &who).await?;
     let external_user_id = who.subject.external_user_id().map(str::to_string);
     let (counter, period_key, limit, unlimited_by) = match plan {
-        Plan::Paid { .. } => (&who.usage, plan.period(now).key, None, Some("subscription")),
+        Plan::Paid { .. } => (
+            &who.usage,
+            plan.period(now).key,
+            None,
+            Some(UnlimitedBy::Subscription),
+        ),
         Plan::Free => {
             let by_report = match &id {
                 Some(id) => state
@@ -281,7 +388,7 @@ async fn chat_messages(
                     &who.usage,
                     report_period_key(now),
                     None,
-                    Some("report_credit"),
+                    Some(UnlimitedBy::ReportCredit),
                 )
             } else {
                 (
@@ -308,36 +415,70 @@ async fn chat_messages(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
+    /// An end user of yours (B2B2C); without it, your account.
+    #[param(value_type = Option<ExternalUserId>)]
     external_user_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = MeterUsage)]
 struct MeterView {
     used: u64,
+    /// `null` when unlimited.
+    #[schema(required = true)]
     limit: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReportCredit)]
 struct ReportCreditView {
     credits: i64,
+    #[schema(required = true, format = DateTime)]
     expires_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Usage)]
 struct UsageResponse {
+    #[schema(required = true)]
     external_user_id: Option<String>,
+    /// The plan that meters now (`free` without an active paid plan).
     tier: Tier,
+    #[schema(required = true, format = DateTime)]
     period_start: Option<String>,
+    #[schema(required = true, format = DateTime)]
     period_end: Option<String>,
     analyses: MeterView,
     chat_messages: MeterView,
+    /// Unexpired report credits, soonest-expiring first.
     report_credits: Vec<ReportCreditView>,
 }
 
-/// `GET /v1/usage[?external_user_id=]`: the current period, each meter's use and limit, and
-/// the report credits with their expiry.
+/// Get usage
+///
+/// The current metering period, each meter's use and limit, and the report credits with their
+/// expiry.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    tag = "usage",
+    operation_id = "get_usage",
+    security(("api_key" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "The usage", body = UsageResponse, example = json!({
+            "external_user_id": null, "tier": "pro",
+            "period_start": "2025-11-01T00:00:00Z", "period_end": "2025-12-01T00:00:00Z",
+            "analyses": {"used": 8, "limit": 100}, "chat_messages": {"used": 120, "limit": null},
+            "report_credits": []})),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    )
+)]
 async fn usage(
     State(state): State<AppState>,
     account: Account,

@@ -55,6 +55,7 @@ fn there_is_an_event_for_every_route() {
 /// end user has no credits yet: access is the spec's 402.
 const EXPECTED: &[(&str, u16)] = &[
     ("billing-checkout", 200),
+    ("billing-openapi", 200),
     ("billing-portal", 200),
     ("billing-purchase-report", 200),
     ("billing-tiers", 200),

@@ -120,3 +120,37 @@ async fn the_emulator_delivers_signed_webhooks_that_the_api_accepts() {
     assert!(attempts[0].succeeded);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn serves_the_committed_openapi_document_without_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(&options(dir.path())).await.unwrap();
+    let response = reqwest::get(format!("{}/v1/openapi.json", stack.api_url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{:?}",
+        response.headers()
+    );
+    let served = response.text().await.unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json"))
+            .unwrap();
+    assert!(
+        served == committed,
+        "the served document is the committed file"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert!(doc["paths"]["/v1/openapi.json"]["get"].is_object());
+    stack.stop().await.unwrap();
+}
