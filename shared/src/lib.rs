@@ -5,6 +5,7 @@
 //! decides or stores lives here so tests and tools reach it without Lambda.
 
 pub mod auth;
+pub mod aws;
 pub mod catalog;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,7 @@
 //! came from and what is wrong with it, never the value itself; [`StripeKeys`]' `Debug` shows
 //! only the prefixes.
 
+use crate::aws::AwsEnv;
 use crate::config::{Config, Stage};
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
@@ -111,15 +112,11 @@ pub enum SecretsError {
 }
 
 /// The Stripe keys for `config`: from the Secrets Manager secret `config.stripe_secret_id`
-/// when set (with the AWS configuration of the environment), otherwise from the
-/// environment (see [`from_lookup`]).
-pub async fn load(config: &Config) -> Result<StripeKeys, SecretsError> {
+/// when set (with the function's AWS environment), otherwise from the environment (see
+/// [`from_lookup`]).
+pub async fn load(config: &Config, aws: &AwsEnv) -> Result<StripeKeys, SecretsError> {
     match &config.stripe_secret_id {
-        Some(secret_id) => {
-            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let client = aws_sdk_secretsmanager::Client::new(&aws);
-            load_from(&client, secret_id, config.stage).await
-        }
+        Some(secret_id) => load_from(&aws.secrets_manager(), secret_id, config.stage).await,
         None => from_env(config.stage),
     }
 }

@@ -2,6 +2,7 @@
 //! clock. Built once per cold start.
 
 use crate::auth::Authenticator;
+use crate::aws::AwsEnv;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::secrets::StripeKeys;
@@ -24,6 +25,8 @@ pub struct AppState {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsEnvError),
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
     #[error(transparent)]
@@ -51,16 +54,12 @@ impl AppState {
     }
 
     /// The deployed state: configuration from the environment, AWS clients from the
-    /// Lambda's role, the Stripe keys from Secrets Manager (once per cold start).
+    /// Lambda's environment ([`AwsEnv`]), the Stripe keys from Secrets Manager (once per
+    /// cold start).
     pub async fn from_env() -> Result<Self, StartupError> {
         let config = Config::from_env()?;
-        let keys = crate::secrets::load(&config).await?;
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(
-            config,
-            aws_sdk_dynamodb::Client::new(&aws),
-            keys,
-            Arc::new(SystemClock),
-        )
+        let aws = AwsEnv::from_env()?;
+        let keys = crate::secrets::load(&config, &aws).await?;
+        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock))
     }
 }

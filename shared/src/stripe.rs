@@ -10,10 +10,9 @@
 
 use crate::catalog::Tier;
 use crate::error::ApiError;
+use client::{ClientError, HttpClient};
 use std::collections::HashMap;
 use std::time::Duration;
-use stripe::{Client, ClientBuilder, StripeError};
-use stripe::{RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::{
     CreatePreviewInvoice, CreatePreviewInvoiceSubscriptionDetails,
@@ -29,8 +28,11 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentIntentData,
     CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession,
 };
+use stripe_client_core::{RequestStrategy, StripeRequest};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
 use stripe_shared::CheckoutSessionMode;
+
+mod client;
 
 /// The API's route for Stripe's webhook deliveries.
 pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
@@ -67,20 +69,19 @@ impl From<StripeFailure> for ApiError {
     }
 }
 
-fn failure(e: StripeError) -> StripeFailure {
+fn failure(e: ClientError) -> StripeFailure {
     match e {
-        StripeError::Stripe(err, status) => {
-            let message = err
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("Stripe error {status}"));
+        ClientError::Stripe {
+            status,
+            kind,
+            message,
+        } => {
+            let message = message.unwrap_or_else(|| format!("Stripe error {status}"));
             match status {
                 402 => StripeFailure::Card(message),
                 404 => StripeFailure::NotFound(message),
                 429 | 500.. => StripeFailure::Unavailable(format!("{status}: {message}")),
-                _ if matches!(err.type_, stripe_shared::ApiErrorsType::CardError) => {
-                    StripeFailure::Card(message)
-                }
+                _ if kind == "card_error" => StripeFailure::Card(message),
                 _ => StripeFailure::Refused(format!("{status}: {message}")),
             }
         }
@@ -225,7 +226,7 @@ mod wire {
 /// digests, always valid; an invalid one falls back to a plain single attempt.
 fn strategy(idempotency_key: Option<&str>) -> RequestStrategy {
     idempotency_key
-        .and_then(|key| stripe::IdempotencyKey::new(key).ok())
+        .and_then(|key| stripe_client_core::IdempotencyKey::new(key).ok())
         .map(RequestStrategy::Idempotent)
         .unwrap_or(RequestStrategy::Once)
 }
@@ -304,7 +305,7 @@ pub enum Proration {
 
 #[derive(Clone)]
 pub struct StripeApi {
-    client: Client,
+    client: HttpClient,
 }
 
 impl std::fmt::Debug for StripeApi {
@@ -318,10 +319,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 impl StripeApi {
     pub fn new(api_base: &str, secret_key: &str) -> Result<Self, StripeFailure> {
-        let client = ClientBuilder::new(secret_key)
-            .url(api_base)
-            .timeout(TIMEOUT)
-            .build()
+        let client = HttpClient::new(api_base, secret_key, TIMEOUT)
             .map_err(|e| StripeFailure::Refused(format!("building the Stripe client: {e}")))?;
         Ok(Self { client })
     }

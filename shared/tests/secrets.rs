@@ -241,3 +241,31 @@ async fn debug_output_shows_neither_secret() {
     assert!(shown.contains("sk_test_…"), "{shown}");
     assert!(shown.contains("whsec_…"), "{shown}");
 }
+
+/// The path a cold start takes: `STRIPE_SECRET_ID` in the configuration, the client built
+/// from the Lambda environment (region, the role's keys, the endpoint override).
+#[tokio::test]
+async fn a_cold_start_reads_the_configured_secret_through_the_lambda_environment() {
+    let (ministack, client) = ministack().await;
+    put(&client, "billing/test/stripe", &keys_json(TEST_KEY, WHSEC)).await;
+    let vars = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            ministack.endpoint.as_str(),
+        ),
+        ("STRIPE_SECRET_ID", "billing/test/stripe"),
+    ];
+    let lookup = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let config = shared::config::Config::from_lookup(lookup).expect("config");
+    let aws = shared::aws::AwsEnv::from_lookup(lookup).expect("AWS environment");
+    let keys = shared::secrets::load(&config, &aws).await.expect("keys");
+    assert_eq!(keys.secret_key, TEST_KEY);
+    assert_eq!(keys.webhook_secret, WHSEC);
+}
