@@ -159,15 +159,17 @@ pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
 
 /// An absolute http(s) URL to send a payer back to; https only on the live stage: at most
 /// 2048 characters without spaces or control characters; `https://` (or `http://`), a host
-/// that is a DNS name (ASCII letters, digits and inner hyphens, dot-separated, the last label
-/// starting with a letter) or an IPv4 address, an optional port, then path, query and
-/// fragment. WHATWG URL parsing takes far more (`https://ab.org*`, `HTTPS://…`, user info);
+/// that is a DNS name (dot-separated labels of 1-63 ASCII letters, digits and hyphens, not
+/// starting or ending with a hyphen — so punycode `xn--…` and `a--b` pass — the last label
+/// starting with a letter, an optional final dot) or an IPv4 address, an optional port, then
+/// path, query and fragment. Internationalized names go in their punycode form; IPv6 hosts
+/// are not taken. WHATWG URL parsing takes far more (`https://ab.org*`, `HTTPS://…`, user info);
 /// this is the exact rule the OpenAPI pattern states, so a client can check it beforehand.
 #[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[schema(
     format = "uri",
     max_length = 2048,
-    pattern = "^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|([A-Za-z0-9]+(-[A-Za-z0-9]+)*\\.)*[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*)(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
+    pattern = "^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?)(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?([/?#][^\\s\\x00-\\x1f\\x7f-\\x9f]*)?$",
     example = "https://yourapp.com/billing/success"
 )]
 pub struct RedirectUrl(String);
@@ -218,15 +220,19 @@ impl RedirectUrl {
     }
 }
 
-/// Dot-separated labels of ASCII letters and digits with single inner hyphens; the last label
-/// starts with a letter (so it is never read as an IP address).
+/// Dot-separated labels of 1-63 ASCII letters, digits and hyphens, not starting or ending
+/// with a hyphen (RFC 1123); the last label starts with a letter (so it is never read as an
+/// IP address); one final dot (the root) is allowed.
 fn is_dns_name(host: &str) -> bool {
     let label_ok = |label: &str| {
-        !label.is_empty()
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
             && label
-                .split('-')
-                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
+    let host = host.strip_suffix('.').unwrap_or(host);
     let mut labels = host.split('.').rev();
     let last_ok = labels
         .next()
@@ -346,9 +352,9 @@ mod tests {
             "HTTPS://ab.org",
             "https://user:pw@ab.org/",
             "https://a.1/",
-            "https://a--b.com/",
             "https://-a.com/",
-            "https://a.com./",
+            "https://a-.com/",
+            "https://a.com../",
             "https://01.2.3.4/",
             "https://1.2.3.4.5/",
             "https://a.com:/x",
@@ -359,8 +365,13 @@ mod tests {
             let e = RedirectUrl::parse("cancel_url", bad, Stage::Test).unwrap_err();
             assert_eq!(e.body()["error"]["field"], "cancel_url", "{bad}");
         }
-        let long_label = format!("https://{}.com/", "a".repeat(200));
+        let too_long_label = format!("https://{}.com/", "a".repeat(64));
+        assert!(RedirectUrl::parse("cancel_url", &too_long_label, Stage::Test).is_err());
+        let long_label = format!("https://{}.com/", "a".repeat(63));
         for good in [
+            "https://xn--mnchen-3ya.de/ok",
+            "https://deploy-preview-42--mysite.netlify.app/ok",
+            "https://a.com./",
             "https://a.b-c.example:65535/p?q=1#f",
             "http://127.0.0.1:3000/ok",
             "https://xn.example/é?x={CHECKOUT_SESSION_ID}",

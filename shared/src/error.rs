@@ -136,7 +136,7 @@ impl ApiError {
                 "This Idempotency-Key was already used with a different request.".into()
             }
             ApiError::UpstreamUnavailable(_) => {
-                "The payment provider is unavailable. Nothing was changed; retry later.".into()
+                "The payment provider did not answer; the request may or may not have taken effect. Retry with the same Idempotency-Key.".into()
             }
             ApiError::Internal(_) => {
                 "An internal error occurred. Quote the x-request-id response header if you contact support."

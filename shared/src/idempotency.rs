@@ -86,7 +86,7 @@ impl IdempotencyKey {
 
 /// The Stripe `Idempotency-Key` for one Stripe call: derived from the request's
 /// Idempotency-Key when it has one, otherwise a fresh random key (which still makes the
-/// Stripe client's own retries of that call safe).
+/// client's resend of that call on a dead connection safe).
 pub fn stripe_key_for(key: Option<&IdempotencyKey>, operation: &str) -> String {
     match key {
         Some(key) => key.stripe_key(operation),

@@ -171,7 +171,7 @@ pub struct IdempotencyKeyReused(pub ErrorBody);
     description = "`upstream_unavailable`: Stripe did not answer; nothing was changed",
     examples(
         ("upstream_unavailable" = (value = json!({"error": {"code": "upstream_unavailable",
-            "message": "The payment provider is unavailable. Nothing was changed; retry later."}}))),
+            "message": "The payment provider did not answer; the request may or may not have taken effect. Retry with the same Idempotency-Key."}}))),
     )
 )]
 pub struct UpstreamUnavailable(pub ErrorBody);

@@ -80,7 +80,8 @@ fn failure(e: ClientError) -> StripeFailure {
             match status {
                 402 => StripeFailure::Card(message),
                 404 => StripeFailure::NotFound(message),
-                429 | 500.. => StripeFailure::Unavailable(format!("{status}: {message}")),
+                // 409: a concurrent request under the same Idempotency-Key; retrying helps.
+                409 | 429 | 500.. => StripeFailure::Unavailable(format!("{status}: {message}")),
                 _ if kind == "card_error" => StripeFailure::Card(message),
                 _ => StripeFailure::Refused(format!("{status}: {message}")),
             }
@@ -314,8 +315,9 @@ impl std::fmt::Debug for StripeApi {
     }
 }
 
-/// Per-attempt timeout: a Lambda must answer well within API Gateway's 30 s.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// Per call, a resend on a dead pooled connection included: a handler makes at most two
+/// Stripe calls in a row and must answer within the Lambda's 25 s (API Gateway's 30 s).
+const TIMEOUT: Duration = Duration::from_secs(8);
 
 impl StripeApi {
     pub fn new(api_base: &str, secret_key: &str) -> Result<Self, StripeFailure> {

@@ -140,11 +140,14 @@ async fn balance(
 ) -> Result<Json<BalanceResponse>, ApiError> {
     let user = user(q.external_user_id.as_deref())?;
     let key = ledger_key(&account, &user);
-    let balance = state.store.ledger_balance(&key, now(&state)).await?;
+    let (balance, has_unlimited) = state
+        .store
+        .ledger_balance_and_plan(&key, now(&state))
+        .await?;
     Ok(Json(BalanceResponse {
         external_user_id: user.as_str().to_string(),
         balance: balance.balance,
-        has_unlimited: balance.has_unlimited,
+        has_unlimited,
         total_purchased: balance.total_purchased,
         total_spent: balance.total_spent,
     }))

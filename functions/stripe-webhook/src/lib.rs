@@ -246,8 +246,17 @@ async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
             let Some(id) = invoice_subscription(object) else {
                 return Ok(());
             };
+            // The failure's message is a courtesy: when it cannot be read, the state change
+            // still lands (a 5xx here would hold `past_due` back for Stripe's retries).
             let message = match str_at(object, &["id"]) {
-                Some(invoice) => state.stripe.invoice_payment_error(invoice).await?,
+                Some(invoice) => state
+                    .stripe
+                    .invoice_payment_error(invoice)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, invoice, "reading the payment failure's message");
+                        None
+                    }),
                 None => None,
             };
             sync(

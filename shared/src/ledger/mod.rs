@@ -80,15 +80,13 @@ pub struct Balance {
     /// The unexpired expiring lots with credits left, soonest-expiring first (their
     /// `expires_at` is always set). Credits not in a lot never expire.
     pub lots: Vec<Lot>,
-    /// The subject's plan gives unlimited document access (read with the balance, in the
-    /// same round trip).
-    pub has_unlimited: bool,
 }
 
 /// Whether unlocking documents spends credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
     Always,
+    /// As for a subject with unlimited access (`has_unlimited` is then true).
     Never,
     /// Unless the subject's plan gives unlimited access: the plan is read in the same
     /// round trip as the ledger.

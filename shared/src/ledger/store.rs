@@ -43,6 +43,15 @@ const MAX_QUERY_PAGES: usize = 64;
 const MAX_ID_LEN: usize = 256;
 const MAX_REASON_LEN: usize = 512;
 
+fn balance_at(state: LedgerState, now: i64) -> Balance {
+    Balance {
+        balance: state.available(now),
+        total_purchased: state.total_purchased,
+        total_spent: state.total_spent,
+        lots: state.live_lots(now),
+    }
+}
+
 /// One consistent read of a ledger: its state, which of the asked items exist, and the
 /// subject's plan when asked for.
 #[derive(Debug, Default)]
@@ -295,7 +304,8 @@ impl Store {
         sks: &[String],
         plan_of: Option<&LedgerKey>,
     ) -> Result<LedgerRead, StoreError> {
-        debug_assert!(sks.len() < 100);
+        // BatchGetItem takes 100 keys across its tables: BALANCE, the plan and `sks`.
+        debug_assert!(sks.len() + 2 <= 100);
         let table = self.ledger_table().to_string();
         let plans = self.table(Table::Subscriptions).to_string();
         let mut keys: Vec<HashMap<String, AttributeValue>> = Vec::with_capacity(sks.len() + 1);
@@ -513,15 +523,23 @@ impl Store {
     /// The subject's spendable balance at `now`: expired credits never count, whether or not
     /// their expiry entry is written yet. One read, no writes.
     pub async fn ledger_balance(&self, key: &LedgerKey, now: i64) -> Result<Balance, StoreError> {
+        let read = self.ledger_read(&key.pk(), &[], None).await?;
+        Ok(balance_at(read.state.unwrap_or_default(), now))
+    }
+
+    /// [`Self::ledger_balance`] and whether the subject's plan gives unlimited document access,
+    /// read in the same BatchGetItem (ledger and Subscriptions tables).
+    pub async fn ledger_balance_and_plan(
+        &self,
+        key: &LedgerKey,
+        now: i64,
+    ) -> Result<(Balance, bool), StoreError> {
         let read = self.ledger_read(&key.pk(), &[], Some(key)).await?;
-        let state = read.state.unwrap_or_default();
-        Ok(Balance {
-            balance: state.available(now),
-            total_purchased: state.total_purchased,
-            total_spent: state.total_spent,
-            lots: state.live_lots(now),
-            has_unlimited: read.plan.is_some_and(|p| p.has_unlimited()),
-        })
+        let has_unlimited = read.plan.is_some_and(|p| p.has_unlimited());
+        Ok((
+            balance_at(read.state.unwrap_or_default(), now),
+            has_unlimited,
+        ))
     }
 
     /// Adds `grant.credits` once per `grant.source_id`, ever: the `GRANT#<source>` marker is
