@@ -197,9 +197,11 @@ async fn cold_start(
     Ok((elapsed, status))
 }
 
+/// Every binary's cold starts; `extra_env` is added to the environment of each.
 pub async fn measure(
     options: &Options,
     stack: &Stack,
+    extra_env: &[(String, String)],
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<ColdRow>> {
     let logs = tempfile::tempdir()?;
@@ -210,7 +212,7 @@ pub async fn measure(
         &logs.path().join("watch.log"),
     )
     .await?;
-    let outcome = measure_with(options, stack, &watch, logs.path(), progress).await;
+    let outcome = measure_with(options, stack, &watch, extra_env, logs.path(), progress).await;
     watch.stop().await;
     if outcome.is_err() {
         // Keep the logs of a failed run for whoever debugs it.
@@ -224,6 +226,7 @@ async fn measure_with(
     options: &Options,
     stack: &Stack,
     watch: &Watch,
+    extra_env: &[(String, String)],
     logs: &Path,
     progress: &ProgressBar,
 ) -> anyhow::Result<Vec<ColdRow>> {
@@ -238,7 +241,8 @@ async fn measure_with(
         for (i, binary) in BINARIES.iter().enumerate() {
             progress.set_message(format!("cold start {}: run {run}", binary.name));
             let bootstrap: PathBuf = bin_dir.join(binary.name);
-            let env = environment(binary, &watch.runtime_api(), stack);
+            let mut env = environment(binary, &watch.runtime_api(), stack);
+            env.extend_from_slice(extra_env);
             let event = event(&options.root, binary, &api_key, run)?;
             let log = logs.join(format!("{}.log", binary.name));
             let (elapsed, status) = cold_start(watch, &http, &bootstrap, &env, event, &log)

@@ -89,6 +89,9 @@ pub const BINARIES: [Binary; 6] = [
 pub enum Section {
     Sizes,
     Cold,
+    /// The cold starts again with an empty OS trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`):
+    /// what loading the native root certificates costs a cold start.
+    Roots,
     Warm,
 }
 
@@ -113,19 +116,26 @@ pub struct Options {
     /// Measured cold starts per binary (each binary also gets one unmeasured first run).
     #[arg(long, default_value_t = 15)]
     pub cold_runs: usize,
-    /// Concurrent connections (oha) and concurrent callers (floor).
-    #[arg(long, default_value_t = 16)]
-    pub connections: usize,
+    /// Concurrent connections (oha) and concurrent callers (floor); each endpoint is loaded at
+    /// each of these. One connection shows the overhead without queueing, more the throughput.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub connections: Vec<usize>,
     /// How long each endpoint, and each floor, is loaded: `5s`, `1500ms`.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Worker threads of the bench's runtime, which also runs the local stack: the embedded
+    /// engine holds its worker while SQLite commits, so more threads than cores keep one
+    /// commit from stalling every request in flight.
+    #[arg(long, default_value_t = 8)]
+    pub worker_threads: usize,
     /// The sections to run.
-    #[arg(long, value_delimiter = ',', default_value = "sizes,cold,warm")]
+    #[arg(long, value_delimiter = ',', default_value = "sizes,cold,roots,warm")]
     pub only: Vec<Section>,
     /// The JSON results (every number of the tables, and the machine).
     #[arg(long, default_value = "bench/results.json")]
     pub json: PathBuf,
-    /// Also write the tables, with how they were made, into this markdown file.
+    /// Also write the tables into this markdown file: between its markers when it has them
+    /// (the text around them is kept), else as a new file.
     #[arg(long)]
     pub readme: Option<PathBuf>,
 }
@@ -169,7 +179,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         )?);
         progress.inc(1);
     }
-    if options.has(Section::Cold) || options.has(Section::Warm) {
+    if options.has(Section::Cold) || options.has(Section::Roots) || options.has(Section::Warm) {
         progress.set_message("starting the local stack");
         let counter = devkit::CallCounter::new();
         let dir = tempfile::tempdir().context("a directory for the local stack")?;
@@ -180,7 +190,21 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .await?;
         let outcome = async {
             if options.has(Section::Cold) {
-                report.cold_starts = Some(cold::measure(options, &stack, &progress).await?);
+                report.cold_starts = Some(cold::measure(options, &stack, &[], &progress).await?);
+            }
+            if options.has(Section::Roots) {
+                let empty = tempfile::tempdir()?;
+                let file = empty.path().join("none.pem");
+                std::fs::write(&file, "")?;
+                let env = [
+                    ("SSL_CERT_FILE".to_string(), file.display().to_string()),
+                    (
+                        "SSL_CERT_DIR".to_string(),
+                        empty.path().display().to_string(),
+                    ),
+                ];
+                report.cold_starts_without_native_roots =
+                    Some(cold::measure(options, &stack, &env, &progress).await?);
             }
             if options.has(Section::Warm) {
                 let seeded = seed::seed(&stack).await?;
@@ -202,7 +226,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         .with_context(|| format!("writing {}", json.display()))?;
     if let Some(readme) = &options.readme {
         let readme = options.path(readme);
-        std::fs::write(&readme, report.readme())
+        let existing = std::fs::read_to_string(&readme).ok();
+        std::fs::write(&readme, report.readme(existing.as_deref()))
             .with_context(|| format!("writing {}", readme.display()))?;
     }
     Ok(report)
@@ -213,11 +238,13 @@ fn progress_bar(options: &Options) -> ProgressBar {
     if options.has(Section::Sizes) {
         steps += 1;
     }
-    if options.has(Section::Cold) {
-        steps += BINARIES.len() * (options.cold_runs + 1);
+    for section in [Section::Cold, Section::Roots] {
+        if options.has(section) {
+            steps += BINARIES.len() * (options.cold_runs + 1);
+        }
     }
     if options.has(Section::Warm) {
-        steps += endpoints::ENDPOINTS.len() * 2;
+        steps += endpoints::ENDPOINTS.len() * 2 * options.connections.len();
     }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(

@@ -14,6 +14,8 @@ pub struct Machine {
     /// 1, 5 and 15 minute load averages when the bench started (the machine may be shared).
     pub load_average: Option<String>,
     pub rustc: Option<String>,
+    /// Entries of /etc/ssl/certs, where the OS trust store the AWS SDK loads lives here.
+    pub ssl_certs_entries: Option<usize>,
     /// RFC 3339, UTC.
     pub date: String,
     pub git_commit: Option<String>,
@@ -39,6 +41,7 @@ impl Machine {
             load_average: read_trimmed("/proc/loadavg")
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
             rustc: output(Command::new("rustc").arg("--version")),
+            ssl_certs_entries: std::fs::read_dir("/etc/ssl/certs").ok().map(|d| d.count()),
             date: shared::clock::rfc3339(time::OffsetDateTime::now_utc()),
             git_commit: git(&["rev-parse", "HEAD"]),
             git_dirty: git(&["status", "--porcelain"]).map(|s| !s.is_empty()),

@@ -2,10 +2,13 @@
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let options = bench::Options::parse();
-    let report = bench::run(&options).await?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.worker_threads.max(1))
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(bench::run(&options))?;
     print!("{}", report.markdown());
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Warm latency, throughput and DynamoDB calls per request of each endpoint on the local
 //! stack, next to its floor.
 
-use crate::endpoints::{ENDPOINTS, Endpoint, FloorContext};
+use crate::endpoints::{ENDPOINTS, Endpoint, Floor, FloorContext};
 use crate::load::{self, HttpRequest, LoadStats, OhaRun};
 use crate::seed::Seeded;
 use crate::{Options, targets};
@@ -17,6 +17,20 @@ pub struct EndpointRow {
     pub endpoint: String,
     pub function: &'static str,
     pub case: &'static str,
+    /// One load run per concurrency.
+    pub runs: Vec<LoadRun>,
+    /// DynamoDB calls one request makes, by operation (the most frequent count over
+    /// `CALL_SAMPLES` requests, key cache warm).
+    pub calls: BTreeMap<String, u64>,
+    pub calls_total: u64,
+    pub calls_min: u32,
+    pub calls_min_reason: &'static str,
+}
+
+/// The endpoint and its floor at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    pub connections: usize,
     pub load: OhaRun,
     /// The same DynamoDB calls made directly, same concurrency and duration; none when the
     /// endpoint makes no call.
@@ -25,13 +39,9 @@ pub struct EndpointRow {
     pub overhead_p99_ms: f64,
     /// Endpoint p99 / floor p99.
     pub p99_ratio_to_floor: Option<f64>,
-    pub overhead_within_target: bool,
-    /// DynamoDB calls one request makes, by operation (the most frequent count over
-    /// `CALL_SAMPLES` requests, key cache warm).
-    pub calls: BTreeMap<String, u64>,
-    pub calls_total: u64,
-    pub calls_min: u32,
-    pub calls_min_reason: &'static str,
+    /// Whether the overhead is within the budget; judged at one connection only (with more,
+    /// latency is queueing).
+    pub overhead_within_target: Option<bool>,
 }
 
 /// Requests whose calls are counted, one at a time; the most frequent count is reported (a
@@ -136,48 +146,27 @@ pub async fn measure(
             .map(|(calls, _)| calls)
             .unwrap_or_default();
 
-        progress.set_message(format!(
-            "{name}: oha, {} connections, {:?}",
-            options.connections, options.duration
-        ));
-        let load = load::oha(&oha, &request, options.connections, options.duration).await?;
-        if load.status_codes.keys().any(|code| code != "200") || !load.errors.is_empty() {
-            bail!(
-                "{name} under load answered {:?} with errors {:?}",
-                load.status_codes,
-                load.errors
+        let mut runs = Vec::new();
+        for &connections in &options.connections {
+            runs.push(
+                load_run(
+                    options,
+                    &oha,
+                    &request,
+                    endpoint,
+                    &floor,
+                    connections,
+                    progress,
+                )
+                .await
+                .with_context(|| format!("{name} at {connections} connections"))?,
             );
         }
-        progress.inc(1);
-
-        progress.set_message(format!("{name}: the floor (its DynamoDB calls, direct)"));
-        let floor_stats = match endpoint.floor {
-            crate::endpoints::Floor::None => None,
-            kind => {
-                let ctx = floor.clone();
-                ctx.run(kind).await.context("the floor's calls")?;
-                Some(
-                    load::in_process(options.connections, options.duration, move || {
-                        let ctx = ctx.clone();
-                        async move { ctx.run(kind).await }
-                    })
-                    .await?,
-                )
-            }
-        };
-        progress.inc(1);
-
-        let floor_p99 = floor_stats.as_ref().map_or(0.0, |f| f.p99_ms);
-        let overhead = load.stats.p99_ms - floor_p99;
         rows.push(EndpointRow {
             endpoint: name,
             function: endpoint.function,
             case: endpoint.case,
-            p99_ratio_to_floor: floor_stats.as_ref().map(|f| load.stats.p99_ms / f.p99_ms),
-            overhead_within_target: overhead <= targets::OVERHEAD_P99_MAX_MS,
-            overhead_p99_ms: overhead,
-            load,
-            floor: floor_stats,
+            runs,
             calls_total: calls.values().sum(),
             calls,
             calls_min: endpoint.min_calls,
@@ -185,4 +174,61 @@ pub async fn measure(
         });
     }
     Ok(rows)
+}
+
+/// oha on the endpoint, then its floor, both at `connections`.
+async fn load_run(
+    options: &Options,
+    oha: &std::path::Path,
+    request: &HttpRequest,
+    endpoint: &Endpoint,
+    floor: &FloorContext,
+    connections: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<LoadRun> {
+    let name = endpoint.name();
+    progress.set_message(format!(
+        "{name}: oha, {connections} connections, {:?}",
+        options.duration
+    ));
+    let load = load::oha(oha, request, connections, options.duration).await?;
+    if load.status_codes.keys().any(|code| code != "200") || !load.errors.is_empty() {
+        bail!(
+            "under load it answered {:?} with errors {:?}",
+            load.status_codes,
+            load.errors
+        );
+    }
+    progress.inc(1);
+
+    progress.set_message(format!(
+        "{name}: the floor (its DynamoDB calls, direct), {connections} callers"
+    ));
+    let floor_stats = match endpoint.floor {
+        Floor::None => None,
+        kind => {
+            let ctx = floor.clone();
+            ctx.run(kind).await.context("the floor's calls")?;
+            Some(
+                load::in_process(connections, options.duration, move || {
+                    let ctx = ctx.clone();
+                    async move { ctx.run(kind).await }
+                })
+                .await?,
+            )
+        }
+    };
+    progress.inc(1);
+
+    let floor_p99 = floor_stats.as_ref().map_or(0.0, |f| f.p99_ms);
+    let overhead = load.stats.p99_ms - floor_p99;
+    Ok(LoadRun {
+        connections,
+        p99_ratio_to_floor: floor_stats.as_ref().map(|f| load.stats.p99_ms / f.p99_ms),
+        overhead_within_target: (connections == 1)
+            .then_some(overhead <= targets::OVERHEAD_P99_MAX_MS),
+        overhead_p99_ms: overhead,
+        load,
+        floor: floor_stats,
+    })
 }
