@@ -12,13 +12,14 @@ SAM_REQUIREMENTS := tools/python/requirements-sam.txt tools/python/constraints-s
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
 PIP_INSTALL = bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build browser key stripe openapi help
+.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build bench browser key stripe openapi help
 
 help:
 	@echo "make dev        the whole API on http://127.0.0.1:3000 (DynamoDB on :8000, state in .local/)"
 	@echo "make dev-reset  wipe the local state (.local/)"
-	@echo "make test       everything CI checks: fmt, clippy, every test, sam validate --lint, cfn-lint"
+	@echo "make test       everything CI checks: fmt, clippy, every test (OpenAPI diff, schemathesis), sam validate --lint, cfn-lint"
 	@echo "make build      sam build: an arm64 bootstrap per function in .aws-sam/build/"
+	@echo "make bench      sizes, cold starts, warm latency, DynamoDB calls -> bench/README.md, bench/results.json"
 	@echo "make key ACCOUNT=acme [MODE=test|live]  issue an API key against the running local stack"
 	@echo "make stripe     the Stripe emulator alone on http://127.0.0.1:12111"
 	@echo "make openapi    regenerate openapi.json (the OpenAPI 3.1 document) from the code"
@@ -59,6 +60,21 @@ sam-validate: $(SAM_VENV)/.installed
 ## (cargo-lambda cross-compiles with zig), one arm64 bootstrap per function.
 build: $(SAM_VENV)/.installed
 	$(SAM) build --template template.yaml
+
+## The performance budgets of DESIGN.md, measured (bench/README.md; not a test). Release
+## builds: the functions with hello (what a deploy builds), then the bench with the local
+## stack in it; oha is pinned into target/tools/. BENCH_ARGS passes options (bench --help).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+OHA := $(TARGET_DIR)/tools/bin/oha
+BENCH_ARGS ?=
+bench: $(SAM_VENV)/.installed $(OHA)
+	$(CARGO) build --release --locked -p billing -p credits -p subscriptions -p usage -p stripe-webhook -p hello-lambda
+	$(CARGO) build --release --locked -p bench
+	$(TARGET_DIR)/release/bench --bin-dir $(TARGET_DIR)/release --oha $(OHA) \
+	  --cargo-lambda $(SAM_VENV)/bin/cargo-lambda --json bench/results.json --readme bench/README.md $(BENCH_ARGS)
+
+$(OHA):
+	CARGO_TARGET_DIR=$(TARGET_DIR)/tools/build $(CARGO) install oha --version 1.16.0 --locked --root $(TARGET_DIR)/tools
 
 $(VENV)/.installed: $(PY_REQUIREMENTS)
 	python3 -m venv $(VENV)

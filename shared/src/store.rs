@@ -50,14 +50,17 @@ pub(crate) fn build(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
 /// A client for a DynamoDB endpoint other than AWS's (the embedded engine, ministack),
 /// which accept any credentials: static ones, region us-east-1.
 pub fn local_client(endpoint: &str) -> Client {
+    Client::from_conf(local_config(endpoint).build())
+}
+
+/// The configuration of [`local_client`], for callers that add to it (e.g. an interceptor).
+pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_dynamodb::Config::builder()
+    aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "static"))
         .endpoint_url(endpoint)
-        .build();
-    Client::from_conf(config)
 }
 
 /// The service's tables behind one client. Cheap to clone.

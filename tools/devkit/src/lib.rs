@@ -1,8 +1,10 @@
 //! The embedded DynamoDB-compatible engine (dynoxide) served over HTTP, and a spawned API
 //! on a random port: what `make dev` and every integration test run against.
 
+pub mod calls;
 pub mod ministack;
 use anyhow::Context;
+pub use calls::CallCounter;
 use shared::AppState;
 use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};

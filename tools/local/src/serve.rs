@@ -29,6 +29,9 @@ pub struct ServeOptions {
     /// The emulator's webhook delivery schedule (first retry after this, doubling).
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
+    /// When set, the API's DynamoDB client counts its calls here (`make bench`, the
+    /// call-count tests); the engine itself is unchanged.
+    pub dynamodb_calls: Option<devkit::CallCounter>,
 }
 
 impl ServeOptions {
@@ -42,6 +45,7 @@ impl ServeOptions {
             stripe_addr: at(stripe_port),
             webhook_retry_base: Duration::from_secs(2),
             webhook_max_attempts: 5,
+            dynamodb_calls: None,
         }
     }
 }
@@ -89,8 +93,11 @@ impl Stack {
             },
         )
         .await?;
-        let state =
-            devkit::local_state(engine.client(), stripe.base_url(), Arc::new(SystemClock)).await?;
+        let client = match &options.dynamodb_calls {
+            Some(counter) => counter.local_client(&engine.endpoint),
+            None => engine.client(),
+        };
+        let state = devkit::local_state(client, stripe.base_url(), Arc::new(SystemClock)).await?;
         let api_key = devkey::ensure(&state.store, state.clock.as_ref(), &options.dir).await?;
         let (api_shutdown, rx) = oneshot::channel::<()>();
         let app = crate::router(state);

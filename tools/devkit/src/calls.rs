@@ -1,0 +1,78 @@
+//! Counting DynamoDB calls: an SDK interceptor that counts every request a client sends, by
+//! operation (`GetItem`, `BatchGetItem`, `TransactWriteItems`, …). `make bench` and the
+//! call-count tests attach it to the local stack's client (`ServeOptions::dynamodb_calls`).
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Requests sent, by operation name. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl CallCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counts so far, by operation.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.lock().clone()
+    }
+
+    /// The counts so far, which start again from zero.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    pub fn reset(&self) {
+        self.lock().clear();
+    }
+
+    pub fn total(&self) -> u64 {
+        self.lock().values().sum()
+    }
+
+    /// A client for `endpoint` (as [`shared::store::local_client`]) whose calls are counted here.
+    pub fn local_client(&self, endpoint: &str) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            shared::store::local_config(endpoint)
+                .interceptor(self.clone())
+                .build(),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // A panic elsewhere while holding the lock leaves the counts usable.
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    /// Once per request sent: a retried call counts once per attempt (each is a round trip).
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
+        let mut counts = self.lock();
+        match counts.get_mut(operation) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(operation.to_string(), 1);
+            }
+        }
+        Ok(())
+    }
+}
