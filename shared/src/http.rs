@@ -202,19 +202,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit_bytes: BODY_LIMIT_BYTES,
-                    }
-                } else {
-                    ApiError::invalid(
-                        "body",
-                        format!("The request body could not be read: {rejection}"),
-                    )
-                }
-            })?;
+            .map_err(|rejection| body_error(&rejection, BODY_LIMIT_BYTES))?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that could not be read, in the spec's format (axum's own rejection is plain text):
+/// 413 past `limit_bytes`, the route's bound, else 400.
+pub fn body_error(
+    rejection: &axum::extract::rejection::BytesRejection,
+    limit_bytes: usize,
+) -> ApiError {
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit_bytes }
+    } else {
+        ApiError::invalid(
+            "body",
+            format!("The request body could not be read: {rejection}"),
+        )
     }
 }
 

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::handler::Handler;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,7 +23,7 @@ use sha2::Sha256;
 use shared::catalog::{PackType, REPORT};
 use shared::domain::Subject;
 use shared::error::ErrorBody;
-use shared::http::ApiRouter;
+use shared::http::{ApiRouter, body_error};
 use shared::ledger::{Grant, LedgerKey, Purchase};
 use shared::openapi::{InternalError, NotFound, PayloadTooLarge, UpstreamUnavailable};
 use shared::subscriptions::{
@@ -174,16 +174,7 @@ async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Received>, ApiError> {
-    // axum's own rejection is plain text; every answer of the API is in the spec's format.
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit_bytes: WEBHOOK_BODY_LIMIT_BYTES,
-            }
-        } else {
-            ApiError::invalid("body", format!("The event could not be read: {rejection}"))
-        }
-    })?;
+    let body = body.map_err(|rejection| body_error(&rejection, WEBHOOK_BODY_LIMIT_BYTES))?;
     let signature = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok())
