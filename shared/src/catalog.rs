@@ -90,6 +90,11 @@ impl Tier {
         }
     }
 
+    /// The tier named `raw` (`free`, `pro`, `enterprise`).
+    pub fn parse(raw: &str) -> Option<Tier> {
+        TIERS.iter().map(|t| t.tier).find(|t| t.as_str() == raw)
+    }
+
     /// The paid tier whose Stripe price this is.
     pub fn from_price_id(price_id: &str) -> Option<Tier> {
         TIERS

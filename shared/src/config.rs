@@ -36,6 +36,9 @@ pub struct Config {
     pub stripe_api_base: String,
     /// Secrets Manager secret holding the Stripe keys (absent locally).
     pub stripe_secret_id: Option<String>,
+    /// How long after `current_period_end` a plan still grants access without a newer
+    /// Stripe read (`ACCESS_GRACE_HOURS`, default 72: Stripe's webhook retry window).
+    pub access_grace_secs: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub struct Config {
 pub struct ConfigError(String);
 
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+/// Three days: Stripe retries a failed webhook delivery for up to three days.
+pub const DEFAULT_ACCESS_GRACE_SECS: i64 = 3 * 86_400;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -61,6 +66,19 @@ impl Config {
             stripe_api_base: lookup("STRIPE_API_BASE")
                 .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.into()),
             stripe_secret_id: lookup("STRIPE_SECRET_ID"),
+            access_grace_secs: match lookup("ACCESS_GRACE_HOURS") {
+                None => DEFAULT_ACCESS_GRACE_SECS,
+                Some(h) => h
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|h| (0..=24 * 30).contains(h))
+                    .map(|h| h * 3600)
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "ACCESS_GRACE_HOURS must be a whole number of hours from 0 to 720, not `{h}`"
+                        ))
+                    })?,
+            },
         })
     }
 
@@ -71,6 +89,7 @@ impl Config {
             tables: TableNames::defaults(),
             stripe_api_base: stripe_api_base.into(),
             stripe_secret_id: None,
+            access_grace_secs: DEFAULT_ACCESS_GRACE_SECS,
         }
     }
 }
@@ -84,6 +103,19 @@ mod tests {
         let c = Config::from_lookup(|_| None).expect("config");
         assert_eq!(c.stage, Stage::Test);
         assert_eq!(c.stripe_api_base, DEFAULT_STRIPE_API_BASE);
+        assert_eq!(c.access_grace_secs, 3 * 86_400);
+    }
+
+    #[test]
+    fn reads_the_access_grace_in_hours() {
+        let c = Config::from_lookup(|k| (k == "ACCESS_GRACE_HOURS").then(|| "12".into()));
+        assert_eq!(c.expect("config").access_grace_secs, 12 * 3600);
+        for bad in ["-1", "721", "3d", ""] {
+            assert!(
+                Config::from_lookup(|k| (k == "ACCESS_GRACE_HOURS").then(|| bad.into())).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -288,6 +288,12 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Marks a response that says the request did not run and should be retried (a 409 while
+/// another request holds what it needs): an Idempotency-Key must not keep it as the
+/// request's answer, or the retry would replay it instead of running.
+#[derive(Debug, Clone, Copy)]
+pub struct NotFinal;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -297,7 +303,11 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (self.status(), axum::Json(self.error_body())).into_response()
+        let mut response = (self.status(), axum::Json(self.error_body())).into_response();
+        if self == ApiError::RequestInProgress {
+            response.extensions_mut().insert(NotFinal);
+        }
+        response
     }
 }
 

@@ -21,6 +21,10 @@ use tracing::Level;
 /// Largest request body the API reads. Every request body of the spec is far smaller.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+/// The header that may name the end user of a request instead of its body or query
+/// (`POST /v1/credits/access`).
+pub const EXTERNAL_USER_HEADER: &str = "x-external-user-id";
+
 /// One route of the API: what template.yaml must declare.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Route {
@@ -98,6 +102,7 @@ impl ApiRouter {
                 state.clone(),
                 crate::idempotency::middleware,
             ))
+            .route_layer(axum::middleware::from_fn(stripe_budget))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -110,6 +115,19 @@ impl ApiRouter {
             .layer(SetRequestIdLayer::x_request_id(LambdaOrFreshId))
             .with_state(state)
     }
+}
+
+/// The functions' timeout (template.yaml), under API Gateway's 30 s.
+pub const FUNCTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+/// What one request may spend on Stripe calls in all: the function's timeout less 5 s for
+/// its DynamoDB writes and the answer. Each call also has its own bound (8 s).
+pub const STRIPE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Every request's Stripe calls share [`STRIPE_BUDGET`] ([`crate::stripe::with_budget`]), so
+/// a request that makes several ends inside the function's timeout with an answer (a 502 the
+/// client may retry with its Idempotency-Key) instead of being killed mid-way.
+async fn stripe_budget(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    crate::stripe::with_budget(STRIPE_BUDGET, next.run(request)).await
 }
 
 /// Marks a response produced by a fallback: the request matched no route. Tests use it to

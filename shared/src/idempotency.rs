@@ -5,11 +5,14 @@
 //! claims the key in the Idempotency table with one conditional PutItem before its handler
 //! runs, and stores the handler's response afterwards:
 //!
-//! - same key, same request (method, path, query, body) → the stored response, replayed with
+//! - same key, same request (method, path, query, the input headers [`INPUT_HEADERS`], body)
+//!   → the stored response, replayed with
 //!   `Idempotent-Replayed: true`; the handler does not run again;
 //! - same key, different request → 422 `idempotency_key_reused`;
 //! - same key while the first request is still running → 409 `request_in_progress`;
-//! - a response ≥ 500 is not kept (the record is deleted), so a retry runs again;
+//! - a response ≥ 500 is not kept (the record is deleted), so a retry runs again; nor is one
+//!   marked [`crate::error::NotFinal`] (a 409 for a lease another request holds): the
+//!   request did not run, so its retry must;
 //! - records live 24 h (`expires_at`, DynamoDB's TTL, which deletes lazily: an expired record
 //!   counts as absent);
 //! - a claim is a lease of [`LEASE`]: a request whose instance died mid-way blocks its key
@@ -109,14 +112,34 @@ pub fn record_pk(account: &AccountId, client_key: &str) -> String {
     format!("idem#{account}#{}", hex::encode(Sha256::digest(client_key)))
 }
 
-/// The fingerprint of a request: hex SHA-256 over its method, path, query and body.
-pub fn request_fingerprint(method: &Method, path: &str, query: &str, body: &[u8]) -> String {
-    fingerprint_parts(&[
+/// Request headers that handlers read as input: the fingerprint covers them, so the same
+/// key with another end user in `X-External-User-ID` is another request (422), not a replay.
+pub const INPUT_HEADERS: [&str; 1] = [crate::http::EXTERNAL_USER_HEADER];
+
+/// The fingerprint of a request: hex SHA-256 over everything that decides its outcome —
+/// method, path, query, the [`INPUT_HEADERS`] (each value, in order) and body. The account
+/// is in the record's key.
+pub fn request_fingerprint(
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> String {
+    let mut parts: Vec<&[u8]> = vec![
         method.as_str().as_bytes(),
         path.as_bytes(),
         query.as_bytes(),
-        body,
-    ])
+    ];
+    let mut counts = Vec::new();
+    for name in INPUT_HEADERS {
+        let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+        counts.push((values.len() as u64).to_be_bytes());
+        parts.extend(values);
+    }
+    parts.extend(counts.iter().map(|c| c.as_slice()));
+    parts.push(body);
+    fingerprint_parts(&parts)
 }
 
 /// SHA-256 over length-prefixed parts, so no two different part lists hash alike.
@@ -209,6 +232,7 @@ async fn guarded(
         &parts.method,
         parts.uri.path(),
         parts.uri.query().unwrap_or(""),
+        &parts.headers,
         &body,
     );
     let key = IdempotencyKey {
@@ -290,7 +314,11 @@ async fn finish(
     response: Response,
 ) -> Response {
     let status = response.status();
-    if status.is_server_error() {
+    let not_final = response
+        .extensions()
+        .get::<crate::error::NotFinal>()
+        .is_some();
+    if status.is_server_error() || not_final {
         release(records, pk, owner).await;
         return response;
     }
@@ -637,18 +665,38 @@ mod tests {
 
     #[test]
     fn fingerprints_separate_every_part() {
-        let base = request_fingerprint(&Method::POST, "/a", "x=1", b"{}");
+        let none = HeaderMap::new();
+        let user = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                crate::http::EXTERNAL_USER_HEADER,
+                HeaderValue::from_static(v),
+            );
+            h
+        };
+        let fp = |m: &Method, p: &str, q: &str, h: &HeaderMap, b: &[u8]| {
+            request_fingerprint(m, p, q, h, b)
+        };
+        let base = fp(&Method::POST, "/a", "x=1", &none, b"{}");
         assert_eq!(base.len(), 64);
-        assert_eq!(base, request_fingerprint(&Method::POST, "/a", "x=1", b"{}"));
+        assert_eq!(base, fp(&Method::POST, "/a", "x=1", &none, b"{}"));
+        // Headers that are not input do not count.
+        let mut other_header = HeaderMap::new();
+        other_header.insert("user-agent", HeaderValue::from_static("curl"));
+        assert_eq!(base, fp(&Method::POST, "/a", "x=1", &other_header, b"{}"));
+        let alice = fp(&Method::POST, "/a", "x=1", &user("alice"), b"{}");
         for other in [
-            request_fingerprint(&Method::PUT, "/a", "x=1", b"{}"),
-            request_fingerprint(&Method::POST, "/b", "x=1", b"{}"),
-            request_fingerprint(&Method::POST, "/a", "x=2", b"{}"),
-            request_fingerprint(&Method::POST, "/a", "x=1", b"{ }"),
-            request_fingerprint(&Method::POST, "/a", "x=1{", b"}"),
+            fp(&Method::PUT, "/a", "x=1", &none, b"{}"),
+            fp(&Method::POST, "/b", "x=1", &none, b"{}"),
+            fp(&Method::POST, "/a", "x=2", &none, b"{}"),
+            fp(&Method::POST, "/a", "x=1", &none, b"{ }"),
+            fp(&Method::POST, "/a", "x=1{", &none, b"}"),
+            alice.clone(),
+            fp(&Method::POST, "/a", "x=1", &user("bob"), b"{}"),
         ] {
             assert_ne!(base, other);
         }
+        assert_ne!(alice, fp(&Method::POST, "/a", "x=1", &user("bob"), b"{}"));
     }
 
     #[test]

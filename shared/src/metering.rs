@@ -8,7 +8,7 @@
 
 use crate::catalog::Tier;
 use crate::error::ApiError;
-use crate::subscriptions::{SubscriptionRecord, status_grants_access};
+use crate::subscriptions::SubscriptionRecord;
 use crate::usage::{Meter, month_bounds, month_period_key, subscription_period_key};
 
 /// What meters a subject's usage now.
@@ -22,16 +22,13 @@ pub enum Plan {
     Free,
 }
 
-pub fn plan_of(record: Option<&SubscriptionRecord>) -> Plan {
+/// The plan that meters a subject at `now`: a paid plan only while it grants access
+/// ([`SubscriptionRecord::grants_access_at`], its grace included).
+pub fn plan_of(record: Option<&SubscriptionRecord>, now: i64, grace_secs: i64) -> Plan {
     let Some(r) = record else { return Plan::Free };
-    match (
-        r.tier,
-        r.status.as_deref(),
-        r.current_period_start,
-        r.current_period_end,
-    ) {
-        (Some(tier @ (Tier::Pro | Tier::Enterprise)), Some(status), Some(start), Some(end))
-            if status_grants_access(status) =>
+    match (r.tier, r.current_period_start, r.current_period_end) {
+        (Some(tier @ (Tier::Pro | Tier::Enterprise)), Some(start), Some(end))
+            if r.grants_access_at(now, grace_secs) =>
         {
             Plan::Paid {
                 tier,
@@ -129,6 +126,9 @@ pub fn chat_limit_exceeded(used: u64, limit: u64) -> ApiError {
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_500;
+    const GRACE: i64 = 3 * 86_400;
+
     fn record(tier: Tier, status: &str) -> SubscriptionRecord {
         SubscriptionRecord {
             account_id: "a".into(),
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn paid_plans_meter_by_stripe_period_and_the_free_tier_by_month() {
-        let pro = plan_of(Some(&record(Tier::Pro, "active")));
+        let pro = plan_of(Some(&record(Tier::Pro, "active")), NOW, GRACE);
         assert_eq!(
             pro,
             Plan::Paid {
@@ -162,17 +162,22 @@ mod tests {
         assert_eq!(pro.analyses_limit(), Some(100));
         assert_eq!(pro.chat_messages_limit(), None);
         assert_eq!(
-            plan_of(Some(&record(Tier::Enterprise, "past_due"))).analyses_limit(),
+            plan_of(Some(&record(Tier::Enterprise, "past_due")), NOW, GRACE).analyses_limit(),
             None
         );
         for gone in ["canceled", "incomplete", "unpaid"] {
             assert_eq!(
-                plan_of(Some(&record(Tier::Pro, gone))),
+                plan_of(Some(&record(Tier::Pro, gone)), NOW, GRACE),
                 Plan::Free,
                 "{gone}"
             );
         }
-        let free = plan_of(None);
+        // Past the period and its grace, the paid plan meters nothing: the free tier does.
+        assert_eq!(
+            plan_of(Some(&record(Tier::Pro, "active")), 2_000 + GRACE, GRACE),
+            Plan::Free
+        );
+        let free = plan_of(None, NOW, GRACE);
         assert_eq!(
             (free.analyses_limit(), free.chat_messages_limit()),
             (Some(1), Some(50))

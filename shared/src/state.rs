@@ -40,7 +40,8 @@ impl AppState {
         stripe_keys: StripeKeys,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let store = Store::new(dynamodb, config.tables.clone());
+        let store =
+            Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
         let auth = Authenticator::new(config.stage);
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
         Ok(Self {

@@ -68,11 +68,27 @@ pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
 pub struct Store {
     client: Client,
     tables: TableNames,
+    access_grace_secs: i64,
 }
 
 impl Store {
     pub fn new(client: Client, tables: TableNames) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            access_grace_secs: crate::config::DEFAULT_ACCESS_GRACE_SECS,
+        }
+    }
+
+    /// How long past its period a stored plan still grants access (see
+    /// [`SubscriptionRecord::grants_access_at`]).
+    pub fn with_access_grace(mut self, grace_secs: i64) -> Self {
+        self.access_grace_secs = grace_secs;
+        self
+    }
+
+    pub fn access_grace_secs(&self) -> i64 {
+        self.access_grace_secs
     }
 
     pub fn client(&self) -> &Client {
@@ -221,6 +237,36 @@ impl Store {
         }
     }
 
+    /// One page (up to 100) of the Subscriptions table, for the reconciler's walk; the
+    /// cursor of the next page, if any.
+    pub async fn subscriptions_page(
+        &self,
+        cursor: Option<std::collections::HashMap<String, AttributeValue>>,
+    ) -> Result<
+        (
+            Vec<SubscriptionRecord>,
+            Option<std::collections::HashMap<String, AttributeValue>>,
+        ),
+        StoreError,
+    > {
+        let out = self
+            .client
+            .scan()
+            .table_name(self.table(Table::Subscriptions))
+            .limit(100)
+            .set_exclusive_start_key(cursor)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let records = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        Ok((records, out.last_evaluated_key))
+    }
+
     /// The first item of the Subscriptions index `index` whose key is `value`.
     async fn subscription_by_index(
         &self,
@@ -266,14 +312,17 @@ impl Store {
         self.subscription_by_index(1, customer_id).await
     }
 
-    /// Writes what a Stripe read says, unless the item already reflects a newer read of the
-    /// same subscription or a newer subscription. Returns whether it was written.
+    /// Writes what a Stripe read says about the subject's plan, unless the item already
+    /// reflects a newer read (`synced_at_ms`): state only moves forward. The snapshot is the
+    /// subscription [`crate::sync`] chose from all of the customer's, so a read of another
+    /// subscription of the same subject may replace it. Returns the item as written, or
+    /// `None` when a newer read was stored first.
     pub async fn sync_subscription(
         &self,
         account: &str,
         subject: &str,
         state: &SyncedState<'_>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
         let snap = state.snapshot;
         let mut values = std::collections::HashMap::from([
             (
@@ -358,21 +407,22 @@ impl Store {
             .table_name(self.table(Table::Subscriptions))
             .set_key(Some(Self::subscription_key(account, subject)))
             .update_expression(expression)
-            .condition_expression(
-                "attribute_not_exists(stripe_subscription_id) OR subscription_created < :created \
-                 OR (stripe_subscription_id = :sid AND (attribute_not_exists(synced_at_ms) OR synced_at_ms <= :t))",
-            )
+            .condition_expression("attribute_not_exists(synced_at_ms) OR synced_at_ms <= :t")
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(out) => out
+                .attributes
+                .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+                .transpose(),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(sdk(e)),
         }

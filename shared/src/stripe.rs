@@ -21,18 +21,23 @@ use stripe_billing::invoice::{
 };
 use stripe_billing::subscription::{
     CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
-    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
-    UpdateSubscriptionPaymentBehavior, UpdateSubscriptionProrationBehavior,
+    ListSubscription, ListSubscriptionStatus, RetrieveSubscription, UpdateSubscription,
+    UpdateSubscriptionItems, UpdateSubscriptionPaymentBehavior,
+    UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentIntentData,
-    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession,
+    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_client_core::{RequestStrategy, StripeRequest};
-use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
+use stripe_core::customer::{
+    CreateCustomer, RetrieveCustomer, UpdateCustomer, UpdateCustomerInvoiceSettings,
+};
+use stripe_core::event::ListEvent;
 use stripe_shared::CheckoutSessionMode;
 
 mod client;
+pub use client::{MIN_CALL, with_budget};
 
 /// The API's route for Stripe's webhook deliveries.
 pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
@@ -49,6 +54,10 @@ pub enum StripeFailure {
     /// Stripe refused our request as invalid: a bug on our side.
     #[error("Stripe refused the request: {0}")]
     Refused(String),
+    /// Stripe refused a value the API's caller gave us (an email Stripe will not take):
+    /// `param` is both Stripe's parameter and the API's field.
+    #[error("Stripe refused {param}: {message}")]
+    InvalidInput { param: String, message: String },
     /// Stripe did not answer, or answered 5xx / 429.
     #[error("Stripe unavailable: {0}")]
     Unavailable(String),
@@ -64,10 +73,15 @@ impl From<StripeFailure> for ApiError {
             StripeFailure::Refused(detail) => {
                 ApiError::internal(format!("Stripe refused a request: {detail}"))
             }
+            StripeFailure::InvalidInput { param, message } => ApiError::invalid(param, message),
             StripeFailure::Unavailable(detail) => ApiError::UpstreamUnavailable(detail),
         }
     }
 }
+
+/// Parameters whose values come straight from the API's callers, named as the API's own
+/// fields: when Stripe refuses one of them, the caller gets a 400 naming it, not a 500.
+const CALLER_PARAMS: [&str; 4] = ["customer_email", "success_url", "cancel_url", "return_url"];
 
 fn failure(e: ClientError) -> StripeFailure {
     match e {
@@ -75,11 +89,18 @@ fn failure(e: ClientError) -> StripeFailure {
             status,
             kind,
             message,
+            param,
         } => {
             let message = message.unwrap_or_else(|| format!("Stripe error {status}"));
             match status {
                 402 => StripeFailure::Card(message),
                 404 => StripeFailure::NotFound(message),
+                400 if param.as_deref().is_some_and(|p| CALLER_PARAMS.contains(&p)) => {
+                    StripeFailure::InvalidInput {
+                        param: param.unwrap_or_default(),
+                        message,
+                    }
+                }
                 // 409: a concurrent request under the same Idempotency-Key; retrying helps.
                 409 | 429 | 500.. => StripeFailure::Unavailable(format!("{status}: {message}")),
                 _ if kind == "card_error" => StripeFailure::Card(message),
@@ -140,10 +161,29 @@ mod wire {
     }
 
     #[derive(Deserialize)]
+    pub struct SessionStatus {
+        pub status: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct SubscriptionList {
+        pub data: Vec<Subscription>,
+        pub has_more: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub struct EventList {
+        pub data: Vec<miniserde::json::Value>,
+        pub has_more: bool,
+    }
+
+    #[derive(Deserialize)]
     pub struct Subscription {
         pub id: String,
         /// An id: we never expand it.
         pub customer: String,
+        /// An id: we never expand it. Checkout puts the card it collected here.
+        pub default_payment_method: Option<String>,
         pub status: String,
         pub items: SubscriptionItems,
         pub cancel_at_period_end: bool,
@@ -274,6 +314,31 @@ pub struct SubscriptionSnapshot {
     pub cancel_at_period_end: bool,
     pub created: i64,
     pub metadata: HashMap<String, String>,
+    pub default_payment_method: Option<String>,
+}
+
+impl SubscriptionSnapshot {
+    /// Whether the subscription has not ended (see [`crate::subscriptions::is_live_status`]).
+    pub fn is_live(&self) -> bool {
+        crate::subscriptions::is_live_status(&self.status)
+    }
+}
+
+/// How an open Checkout Session ended when we asked Stripe to expire it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// It can no longer be paid.
+    Expired,
+    /// It had been paid (or completed) first: what it bought exists.
+    Completed,
+}
+
+/// One page of Stripe's events, oldest first, each as Stripe sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
+    /// The cursor for the next page (Stripe's `starting_after`), when there is one.
+    pub next: Option<String>,
 }
 
 impl From<wire::Subscription> for SubscriptionSnapshot {
@@ -293,6 +358,7 @@ impl From<wire::Subscription> for SubscriptionSnapshot {
             cancel_at_period_end: s.cancel_at_period_end,
             created: s.created,
             metadata: s.metadata.unwrap_or_default(),
+            default_payment_method: s.default_payment_method,
         }
     }
 }
@@ -486,12 +552,15 @@ impl StripeApi {
             .sum())
     }
 
+    /// Moves the subscription's item to `price_id`; `metadata` is merged into the
+    /// subscription's (it records what the change was, for a retry to find).
     pub async fn change_price(
         &self,
         id: &str,
         item_id: &str,
         price_id: &str,
         proration: Proration,
+        metadata: HashMap<String, String>,
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let mut item = UpdateSubscriptionItems::new();
@@ -503,6 +572,7 @@ impl StripeApi {
         };
         let request = UpdateSubscription::new(id)
             .items(vec![item])
+            .metadata(metadata)
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
         Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
@@ -525,17 +595,103 @@ impl StripeApi {
             .find_map(|pi| pi.last_payment_error.and_then(|e| e.message)))
     }
 
-    /// Expires an open Checkout Session so it can no longer be paid. A session that is
-    /// already expired or complete is left as it is (Stripe refuses; that is not an error).
-    pub async fn expire_checkout_session(&self, session_id: &str) -> Result<(), StripeFailure> {
+    /// Expires an open Checkout Session so it can no longer be paid. Stripe refuses to
+    /// expire one that is not open; then its status says whether it was paid first
+    /// ([`SessionEnd::Completed`]) or had ended anyway.
+    pub async fn expire_checkout_session(
+        &self,
+        session_id: &str,
+    ) -> Result<SessionEnd, StripeFailure> {
         match send!(
             self,
             ExpireCheckoutSession::new(session_id),
             None,
             wire::Object
         ) {
-            Ok(_) | Err(StripeFailure::Refused(_)) | Err(StripeFailure::NotFound(_)) => Ok(()),
+            Ok(_) | Err(StripeFailure::NotFound(_)) => Ok(SessionEnd::Expired),
+            Err(StripeFailure::Refused(_)) => {
+                let session = send!(
+                    self,
+                    RetrieveCheckoutSession::new(session_id),
+                    None,
+                    wire::SessionStatus
+                )?;
+                match session.status.as_deref() {
+                    Some("complete") => Ok(SessionEnd::Completed),
+                    Some("expired") => Ok(SessionEnd::Expired),
+                    other => Err(StripeFailure::Unavailable(format!(
+                        "Checkout Session {session_id} refused to expire while {other:?}"
+                    ))),
+                }
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Every subscription of the customer, whatever its status (Stripe's `status=all`),
+    /// newest first. Customers of ours hold a handful; past 100 the oldest are not read.
+    pub async fn subscriptions_of(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionSnapshot>, StripeFailure> {
+        let request = ListSubscription::new()
+            .customer(customer_id)
+            .status(ListSubscriptionStatus::All)
+            .limit(100);
+        let list = send!(self, request, None, wire::SubscriptionList)?;
+        if list.has_more {
+            tracing::warn!(
+                customer = customer_id,
+                "more than 100 subscriptions; the oldest were not read"
+            );
+        }
+        Ok(list.data.into_iter().map(Into::into).collect())
+    }
+
+    /// Makes `payment_method` (attached to the customer) its default for invoices and
+    /// subscriptions.
+    pub async fn set_default_payment_method(
+        &self,
+        customer_id: &str,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<(), StripeFailure> {
+        let mut settings = UpdateCustomerInvoiceSettings::new();
+        settings.default_payment_method = Some(payment_method.to_string());
+        let request = UpdateCustomer::new(customer_id).invoice_settings(settings);
+        send!(self, request, Some(idempotency_key), wire::Object)?;
+        Ok(())
+    }
+
+    /// One page (up to 100) of the events created at or after `since` (unix s), newest
+    /// first as Stripe lists them, continuing after `starting_after`.
+    pub async fn events_since(
+        &self,
+        since: i64,
+        starting_after: Option<&str>,
+    ) -> Result<EventPage, StripeFailure> {
+        let mut request = ListEvent::new()
+            .created(stripe_types::RangeQueryTs::gte(since))
+            .limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        let list = send!(self, request, None, wire::EventList)?;
+        let events = list
+            .data
+            .iter()
+            .map(|e| serde_json::from_str(&miniserde::json::to_string(e)))
+            .collect::<Result<Vec<serde_json::Value>, _>>()
+            .map_err(|e| StripeFailure::Unavailable(format!("an event that is not JSON: {e}")))?;
+        let next = list
+            .has_more
+            .then(|| {
+                events
+                    .last()
+                    .and_then(|e| e["id"].as_str())
+                    .map(str::to_string)
+            })
+            .flatten();
+        Ok(EventPage { events, next })
     }
 }

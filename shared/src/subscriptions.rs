@@ -18,6 +18,14 @@ pub const META_SUBJECT: &str = "subject";
 pub const META_TIER: &str = "tier";
 pub const META_PURPOSE: &str = "purpose";
 pub const META_PACK_TYPE: &str = "pack_type";
+/// On a subscription: the identity of the request that created it (a derived Stripe key), so
+/// a retry of that request finds it instead of refusing a second subscription.
+pub const META_CREATED_BY: &str = "created_by";
+/// On a subscription: the identity of the request that last changed its price, and what that
+/// change answered, so a retry whose change already reached Stripe answers the same.
+pub const META_CHANGED_BY: &str = "changed_by";
+pub const META_PREVIOUS_TIER: &str = "previous_tier";
+pub const META_PRORATION_CENTS: &str = "proration_cents";
 /// The `purpose` values: what a paid Checkout Session buys.
 pub const PURPOSE_SUBSCRIPTION: &str = "subscription";
 pub const PURPOSE_REPORT: &str = "report";
@@ -66,11 +74,22 @@ pub fn status_grants_access(status: &str) -> bool {
 }
 
 impl SubscriptionRecord {
-    /// Whether this plan gives unlimited document access (Pro or Enterprise, in a state that
-    /// grants access).
-    pub fn has_unlimited(&self) -> bool {
+    /// Whether the plan grants access at `now` (unix s): a status that grants access, and a
+    /// billing period that ended less than `grace_secs` ago. Past that, our copy is stale —
+    /// a renewal would have brought a newer period — so access fails closed, whatever the
+    /// stored status, until a sync with Stripe says otherwise.
+    pub fn grants_access_at(&self, now: i64, grace_secs: i64) -> bool {
+        self.status.as_deref().is_some_and(status_grants_access)
+            && self
+                .current_period_end
+                .is_some_and(|end| now < end.saturating_add(grace_secs))
+    }
+
+    /// Whether this plan gives unlimited document access at `now` (Pro or Enterprise,
+    /// granting access: [`Self::grants_access_at`]).
+    pub fn has_unlimited(&self, now: i64, grace_secs: i64) -> bool {
         matches!(self.tier, Some(Tier::Pro | Tier::Enterprise))
-            && self.status.as_deref().is_some_and(status_grants_access)
+            && self.grants_access_at(now, grace_secs)
     }
 
     /// The subscription, if there is one that has not ended.
@@ -217,20 +236,39 @@ mod tests {
         assert!(SubscriptionView::of(&r, 0).is_none());
     }
 
+    const NOW: i64 = 1_762_000_000;
+    const GRACE: i64 = 3 * 86_400;
+
     #[test]
     fn paid_plans_in_good_or_grace_standing_are_unlimited() {
-        assert!(record("active").has_unlimited());
-        assert!(record("trialing").has_unlimited());
-        assert!(record("past_due").has_unlimited());
-        assert!(!record("canceled").has_unlimited());
-        assert!(!record("incomplete").has_unlimited());
+        assert!(record("active").has_unlimited(NOW, GRACE));
+        assert!(record("trialing").has_unlimited(NOW, GRACE));
+        assert!(record("past_due").has_unlimited(NOW, GRACE));
+        assert!(!record("canceled").has_unlimited(NOW, GRACE));
+        assert!(!record("incomplete").has_unlimited(NOW, GRACE));
         assert!(
             !SubscriptionRecord {
                 tier: Some(Tier::Free),
                 ..record("active")
             }
-            .has_unlimited()
+            .has_unlimited(NOW, GRACE)
         );
+    }
+
+    #[test]
+    fn access_fails_closed_once_the_period_and_its_grace_are_over() {
+        let active = record("active");
+        let end = active.current_period_end.unwrap();
+        assert!(active.grants_access_at(end - 1, GRACE));
+        assert!(active.grants_access_at(end + GRACE - 1, GRACE));
+        assert!(!active.grants_access_at(end + GRACE, GRACE));
+        assert!(!active.has_unlimited(end + GRACE, GRACE));
+        assert!(!active.grants_access_at(end, 0));
+        let no_period = SubscriptionRecord {
+            current_period_end: None,
+            ..record("active")
+        };
+        assert!(!no_period.grants_access_at(NOW, GRACE));
     }
 
     #[test]

@@ -537,7 +537,13 @@ async fn a_key_is_free_again_after_24_hours() {
 
 /// Writes the record a request leaves behind when its instance dies mid-way.
 async fn crashed_claim(app: &TestApp, key: &str, body: &str, locked_until: i64) {
-    let hash = request_fingerprint(&axum::http::Method::POST, "/v1/things", "", body.as_bytes());
+    let hash = request_fingerprint(
+        &axum::http::Method::POST,
+        "/v1/things",
+        "",
+        &axum::http::HeaderMap::new(),
+        body.as_bytes(),
+    );
     let now = app.state.clock.now().unix_timestamp();
     app.state
         .store

@@ -16,10 +16,11 @@ use shared::openapi::{
     BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
     PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
 };
-use shared::stripe::{CheckoutMode, CheckoutRequest};
+use shared::stripe::{CheckoutMode, CheckoutRequest, SessionEnd};
 use shared::subscriptions::{
     META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_REPORT, PURPOSE_SUBSCRIPTION,
 };
+use shared::sync;
 use shared::{ApiError, AppState};
 use std::collections::HashMap;
 use utoipa::{OpenApi, ToSchema};
@@ -183,15 +184,7 @@ async fn checkout(
     let subject = Subject::from_input("external_user_id", body.external_user_id.as_deref())?;
     let key = subject.key();
     let existing = state.store.subscription(account.id.as_str(), &key).await?;
-    if let Some(live) = existing.as_ref().and_then(|r| r.live_subscription_id()) {
-        return Err(ApiError::invalid(
-            "tier",
-            format!(
-                "Already subscribed ({live}); change the tier with PUT /v1/subscriptions/{live}/upgrade."
-            ),
-        ));
-    }
-    let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
+    let customer = ensure_customer(&state, &account.id, &subject, existing.clone()).await?;
     let price_id = tier
         .info()
         .stripe_price_id
@@ -203,35 +196,69 @@ async fn checkout(
         (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
     ]);
     let reference = format!("{}:{key}", account.id);
-    let link = state
-        .stripe
-        .create_checkout_session(
-            CheckoutRequest {
-                customer: Some(&customer),
-                customer_email: None,
-                price_id,
-                mode: CheckoutMode::Subscription,
-                success_url: success_url.as_str(),
-                cancel_url: cancel_url.as_str(),
-                client_reference_id: &reference,
-                metadata,
-            },
-            &stripe_key_for(idem.as_ref(), "checkout_session"),
-        )
-        .await?;
-    // One open subscription Checkout per subject: the one this replaces can no longer be paid,
-    // so two tabs cannot start two subscriptions.
-    let previous = state
-        .store
-        .replace_open_checkout(account.id.as_str(), &key, Some(&link.session_id))
-        .await?;
-    if let Some(previous) = previous.filter(|p| *p != link.session_id) {
-        state.stripe.expire_checkout_session(&previous).await?;
-    }
+    let request = CheckoutRequest {
+        customer: Some(&customer),
+        customer_email: None,
+        price_id,
+        mode: CheckoutMode::Subscription,
+        success_url: success_url.as_str(),
+        cancel_url: cancel_url.as_str(),
+        client_reference_id: &reference,
+        metadata,
+    };
+    let stripe_key = stripe_key_for(idem.as_ref(), "checkout_session");
+    let account_id = account.id.as_str();
+    // One decision that may start a subscription per subject at a time, on Stripe's view.
+    let link = sync::hold_subject(&state, account_id, &key, async {
+        let synced =
+            sync::sync_subject(&state, account_id, &key, &customer, existing, None).await?;
+        if let Some(live) = synced.live() {
+            return Err(already_subscribed(&live.id));
+        }
+        let link = state
+            .stripe
+            .create_checkout_session(request, &stripe_key)
+            .await?;
+        // One open subscription Checkout per subject: the one this replaces can no longer be
+        // paid, so two tabs cannot start two subscriptions. If it was paid first, its
+        // subscription exists: this new one must not be payable either.
+        let previous = state
+            .store
+            .replace_open_checkout(account_id, &key, Some(&link.session_id))
+            .await?;
+        if let Some(previous) = previous.filter(|p| *p != link.session_id)
+            && state.stripe.expire_checkout_session(&previous).await? == SessionEnd::Completed
+        {
+            state
+                .stripe
+                .expire_checkout_session(&link.session_id)
+                .await?;
+            let synced =
+                sync::sync_subject(&state, account_id, &key, &customer, None, None).await?;
+            return Err(match synced.live() {
+                Some(live) => already_subscribed(&live.id),
+                None => ApiError::invalid(
+                    "tier",
+                    "A Checkout for this subscriber was just paid; its subscription is being set up.",
+                ),
+            });
+        }
+        Ok(link)
+    })
+    .await?;
     Ok(Json(CheckoutResponse {
         checkout_url: link.url,
         session_id: link.session_id,
     }))
+}
+
+fn already_subscribed(live: &str) -> ApiError {
+    ApiError::invalid(
+        "tier",
+        format!(
+            "Already subscribed ({live}); change the tier with PUT /v1/subscriptions/{live}/upgrade."
+        ),
+    )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

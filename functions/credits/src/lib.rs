@@ -423,7 +423,7 @@ async fn access(
     headers: HeaderMap,
     JsonBody(body): JsonBody<AccessBody>,
 ) -> Result<Response, ApiError> {
-    let header = match headers.get("x-external-user-id") {
+    let header = match headers.get(shared::http::EXTERNAL_USER_HEADER) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
             ApiError::invalid("X-External-User-ID", "The header is not valid text.")

@@ -1,9 +1,9 @@
 //! The Stripe webhook, `POST /v1/webhooks/stripe`. No API key: the raw body is verified
 //! against `Stripe-Signature` (300 s tolerance) before anything is parsed or stored.
 //!
-//! Exactly-once effect, whatever the number and order of deliveries: subscription events
-//! re-read the subscription from Stripe and store it only if no newer read was stored
-//! (see `shared::subscriptions`), so a duplicate or a late event changes nothing; processed
+//! Exactly-once effect, whatever the number and order of deliveries: what an event does is
+//! `shared::events::apply` (subscription events sync the subject from Stripe and store it only
+//! if no newer read was stored, so a duplicate or a late event changes nothing); processed
 //! event ids are remembered for 30 days (longer than Stripe's 3 days of retries) to spare
 //! Stripe the re-read. Unknown event types are acknowledged and ignored. A failure of ours
 //! answers 5xx, so Stripe retries; nothing is half-applied, as each event makes one write.
@@ -20,16 +20,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
-use shared::catalog::{PackType, REPORT};
-use shared::domain::Subject;
 use shared::error::ErrorBody;
+use shared::events::{self, Event};
 use shared::http::{ApiRouter, body_error};
-use shared::ledger::{Grant, LedgerKey, Purchase};
 use shared::openapi::{InternalError, NotFound, PayloadTooLarge, UpstreamUnavailable};
-use shared::subscriptions::{
-    META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, PURPOSE_REPORT,
-    SyncedState,
-};
 use shared::{ApiError, AppState};
 use utoipa::{OpenApi, ToSchema};
 
@@ -115,6 +109,10 @@ struct Envelope {
     #[serde(rename = "type")]
     #[schema(example = "customer.subscription.updated")]
     type_: String,
+    /// When Stripe created the event (unix s).
+    #[serde(default)]
+    #[schema(example = 1764547200)]
+    created: i64,
     data: EnvelopeData,
 }
 
@@ -195,7 +193,22 @@ async fn receive(
             duplicate: true,
         }));
     }
-    handle(&state, &event).await?;
+    let event = Event {
+        id: event.id,
+        type_: event.type_,
+        created: event.created,
+        object: event.data.object,
+    };
+    match events::apply(&state, &event).await {
+        Ok(effect) => tracing::debug!(event = %event.id, ?effect, "event applied"),
+        // What the event is about no longer exists in Stripe: a retry cannot change that,
+        // so the event is acknowledged (Stripe would otherwise retry it for three days and
+        // may disable the endpoint).
+        Err(ApiError::NotFound(detail)) => {
+            tracing::warn!(event = %event.id, event_type = %event.type_, detail, "event about an object Stripe no longer has; acknowledged")
+        }
+        Err(e) => return Err(e),
+    }
     state
         .store
         .mark_event_processed(&event.id, &event.type_, now + DEDUPE_DAYS * 86_400)
@@ -204,194 +217,6 @@ async fn receive(
         received: true,
         duplicate: false,
     }))
-}
-
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_str)
-}
-
-/// The subscription an invoice belongs to (current API: under `parent`).
-fn invoice_subscription(invoice: &Value) -> Option<&str> {
-    str_at(invoice, &["parent", "subscription_details", "subscription"])
-        .or_else(|| str_at(invoice, &["subscription"]))
-}
-
-async fn handle(state: &AppState, event: &Envelope) -> Result<(), ApiError> {
-    let object = &event.data.object;
-    match event.type_.as_str() {
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.deleted"
-        | "customer.subscription.paused"
-        | "customer.subscription.resumed" => match str_at(object, &["id"]) {
-            Some(id) => sync(state, id, None).await,
-            None => Ok(()),
-        },
-        "invoice.payment_succeeded" | "invoice.paid" => match invoice_subscription(object) {
-            Some(id) => sync(state, id, None).await,
-            None => Ok(()),
-        },
-        "invoice.payment_failed" => {
-            let Some(id) = invoice_subscription(object) else {
-                return Ok(());
-            };
-            // The failure's message is a courtesy: when it cannot be read, the state change
-            // still lands (a 5xx here would hold `past_due` back for Stripe's retries).
-            let message = match str_at(object, &["id"]) {
-                Some(invoice) => state
-                    .stripe
-                    .invoice_payment_error(invoice)
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %e, invoice, "reading the payment failure's message");
-                        None
-                    }),
-                None => None,
-            };
-            sync(
-                state,
-                id,
-                Some(message.unwrap_or_else(|| "The payment failed.".into())),
-            )
-            .await
-        }
-        // A delayed payment method settles later: the session completes unpaid, then this.
-        "checkout.session.async_payment_succeeded" => grant_purchase(state, object).await,
-        "checkout.session.completed" => {
-            match (str_at(object, &["mode"]), object.get("subscription")) {
-                (Some("subscription"), Some(sub)) => {
-                    match sub.as_str().or_else(|| str_at(sub, &["id"])) {
-                        Some(id) => sync(state, id, None).await,
-                        None => Ok(()),
-                    }
-                }
-                (Some("payment"), _) => grant_purchase(state, object).await,
-                _ => Ok(()),
-            }
-        }
-        other => {
-            tracing::debug!(event_type = other, "ignored event type");
-            Ok(())
-        }
-    }
-}
-
-/// A paid one-time Checkout (a credit pack or the $29 report): its credits, granted once,
-/// keyed by the session id; a pack's pending purchase is completed in the same transaction.
-async fn grant_purchase(state: &AppState, session: &Value) -> Result<(), ApiError> {
-    if str_at(session, &["payment_status"]) != Some("paid") {
-        return Ok(());
-    }
-    let (Some(session_id), Some(account), Some(subject)) = (
-        str_at(session, &["id"]),
-        str_at(session, &["metadata", META_ACCOUNT]),
-        str_at(session, &["metadata", META_SUBJECT]),
-    ) else {
-        return Ok(());
-    };
-    if Subject::from_key(subject).is_none() {
-        tracing::warn!(
-            session = session_id,
-            "paid session with an unusable subject; ignored"
-        );
-        return Ok(());
-    }
-    let now = state.clock.now().unix_timestamp();
-    // The purchase of a credit pack is derived from its session (see the credits function).
-    let created = session
-        .get("created")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
-    let purchase_sk = Purchase::sort_key_of(created, &Purchase::id_for_session(session_id));
-    let key = LedgerKey {
-        account_id: account.to_string(),
-        subject: subject.to_string(),
-    };
-    let grant = match str_at(session, &["metadata", META_PURPOSE]) {
-        Some(PURPOSE_REPORT) => Grant {
-            source_id: session_id,
-            credits: i64::from(REPORT.credits),
-            reason: PURPOSE_REPORT,
-            expires_at: Some(now + i64::from(REPORT.valid_days) * 86_400),
-            purchase_sk: None,
-        },
-        Some(PURPOSE_CREDIT_PACK) => {
-            let pack = str_at(session, &["metadata", META_PACK_TYPE])
-                .and_then(PackType::parse)
-                .map(PackType::pack);
-            let Some(pack) = pack else {
-                tracing::warn!(
-                    session = session_id,
-                    "paid credit-pack session of an unknown pack; ignored"
-                );
-                return Ok(());
-            };
-            Grant {
-                source_id: session_id,
-                credits: i64::from(pack.credits),
-                reason: PURPOSE_CREDIT_PACK,
-                expires_at: None,
-                purchase_sk: Some(&purchase_sk),
-            }
-        }
-        _ => return Ok(()),
-    };
-    let outcome = state.store.ledger_grant(&key, &grant, now).await?;
-    tracing::info!(
-        session = session_id,
-        reason = grant.reason,
-        ?outcome,
-        "credits granted"
-    );
-    Ok(())
-}
-
-/// Re-reads the subscription from Stripe and stores it for the subject it belongs to.
-async fn sync(
-    state: &AppState,
-    subscription_id: &str,
-    payment_error: Option<String>,
-) -> Result<(), ApiError> {
-    let snapshot = state.stripe.subscription(subscription_id).await?;
-    // Stamped after the read: a later-finishing read reflects Stripe at a later time.
-    let synced_at_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
-    let from_metadata = match (
-        snapshot.metadata.get(META_ACCOUNT),
-        snapshot.metadata.get(META_SUBJECT),
-    ) {
-        (Some(account), Some(subject)) if Subject::from_key(subject).is_some() => {
-            Some((account.clone(), subject.clone()))
-        }
-        _ => None,
-    };
-    let owner = match from_metadata {
-        Some(owner) => Some(owner),
-        None => state
-            .store
-            .subscription_by_customer(&snapshot.customer_id)
-            .await?
-            .map(|r| (r.account_id, r.subject)),
-    };
-    let Some((account, subject)) = owner else {
-        tracing::warn!(
-            subscription = subscription_id,
-            "subscription of a customer no account owns; ignored"
-        );
-        return Ok(());
-    };
-    let synced = SyncedState {
-        snapshot: &snapshot,
-        synced_at_ms,
-        payment_error,
-    };
-    let written = state
-        .store
-        .sync_subscription(&account, &subject, &synced)
-        .await?;
-    tracing::info!(subscription = subscription_id, status = %snapshot.status, written, "subscription synced");
-    Ok(())
 }
 
 #[cfg(test)]

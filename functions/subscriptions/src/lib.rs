@@ -18,11 +18,13 @@ use shared::openapi::{
     PayloadTooLarge, RequestInProgress, SubscriptionStatus, Unauthorized, UpstreamUnavailable,
 };
 use shared::query::Query;
-use shared::stripe::{Proration, SubscriptionSnapshot};
+use shared::stripe::{Proration, SessionEnd, SubscriptionSnapshot};
 use shared::subscriptions::{
-    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
-    SubscriptionView, SyncedState, timestamp,
+    META_ACCOUNT, META_CHANGED_BY, META_CREATED_BY, META_PREVIOUS_TIER, META_PRORATION_CENTS,
+    META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
+    SubscriptionView, timestamp,
 };
+use shared::sync;
 use shared::usage::{Meter, UsageKey, subscription_period_key};
 use shared::{ApiError, AppState, auth::Account};
 use std::collections::HashMap;
@@ -94,7 +96,8 @@ async fn status(
         .store
         .subscription(account.id.as_str(), &subject.key())
         .await?;
-    let used = match plan_of(record.as_ref()) {
+    let now = state.clock.now().unix_timestamp();
+    let used = match plan_of(record.as_ref(), now, state.store.access_grace_secs()) {
         Plan::Paid { period_start, .. } => {
             let key = UsageKey {
                 account_id: account.id.to_string(),
@@ -154,26 +157,15 @@ struct Created {
 }
 
 /// Records Stripe's answer at once; the webhook keeps it in sync afterwards.
+/// Stores Stripe's answer to a change we made (the same forward-only tail as every sync).
 async fn record(
     state: &AppState,
     account: &str,
     subject: &str,
     snapshot: &SubscriptionSnapshot,
 ) -> Result<(), ApiError> {
-    let synced = SyncedState {
-        snapshot,
-        synced_at_ms: now_ms(state),
-        payment_error: None,
-    };
-    state
-        .store
-        .sync_subscription(account, subject, &synced)
-        .await?;
+    sync::store_snapshot(state, account, subject, snapshot, None).await?;
     Ok(())
-}
-
-fn now_ms(state: &AppState) -> i64 {
-    (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Create a subscription (server-side)
@@ -263,28 +255,14 @@ async fn create(
             "This customer belongs to another external user.",
         ));
     }
-    // One server-side creation per subject at a time, deciding on a consistent read.
-    let now = state.clock.now().unix_timestamp();
-    if !state
-        .store
-        .lock_subject(&owner.account_id, &owner.subject, now, SUBJECT_LEASE_SECS)
-        .await?
-    {
-        return Err(ApiError::RequestInProgress);
-    }
-    let created = create_locked(
+    // One decision that may create a charge per subject at a time.
+    let created = sync::hold_subject(
         &state,
-        &account,
-        idem,
-        tier,
         &owner.account_id,
         &owner.subject,
+        create_locked(&state, idem.as_ref(), tier, &owner),
     )
     .await;
-    state
-        .store
-        .unlock_subject(&owner.account_id, &owner.subject)
-        .await?;
     let snapshot = created?;
     Ok(Json(Created {
         subscription_id: snapshot.id.clone(),
@@ -296,42 +274,55 @@ async fn create(
     }))
 }
 
-/// How long a server-side creation may hold the subject (well above the function timeout).
-const SUBJECT_LEASE_SECS: i64 = 60;
-
-/// Creates the subscription while holding the subject's lease: no live subscription, no
-/// open Checkout that could start a second one, a default payment method, then Stripe.
+/// Creates the subscription while holding the subject's lease, deciding on Stripe's view:
+/// no live subscription (unless an earlier attempt of this very request made it: then that
+/// one is the answer), no open Checkout that could start a second one, a default payment
+/// method, then Stripe.
 async fn create_locked(
     state: &AppState,
-    account: &Account,
-    idem: Option<IdempotencyKey>,
+    idem: Option<&IdempotencyKey>,
     tier: Tier,
-    account_id: &str,
-    subject: &str,
+    owner: &SubscriptionRecord,
 ) -> Result<SubscriptionSnapshot, ApiError> {
-    let owner = state
-        .store
-        .subscription(account_id, subject)
-        .await?
-        .ok_or_else(|| ApiError::internal("the subject's item vanished"))?;
-    if let Some(live) = owner.live_subscription_id() {
-        return Err(ApiError::invalid(
+    let (account, subject) = (owner.account_id.as_str(), owner.subject.as_str());
+    let customer = owner.stripe_customer_id.as_str();
+    let request = stripe_key_for(idem, "create_subscription");
+    let already = |live: &SubscriptionSnapshot| {
+        ApiError::invalid(
             "stripe_customer_id",
             format!(
-                "This customer already has subscription {live}; change its tier with PUT /v1/subscriptions/{live}/upgrade."
+                "This customer already has subscription {0}; change its tier with PUT /v1/subscriptions/{0}/upgrade.",
+                live.id
             ),
-        ));
+        )
+    };
+    let synced =
+        sync::sync_subject(state, account, subject, customer, Some(owner.clone()), None).await?;
+    if let Some(live) = synced.live() {
+        if live.metadata.get(META_CREATED_BY) == Some(&request) {
+            return Ok(live.clone());
+        }
+        return Err(already(live));
     }
     if let Some(open) = state
         .store
-        .replace_open_checkout(account_id, subject, None)
+        .replace_open_checkout(account, subject, None)
         .await?
+        && state.stripe.expire_checkout_session(&open).await? == SessionEnd::Completed
     {
-        state.stripe.expire_checkout_session(&open).await?;
+        // Paid a moment ago: its subscription exists in Stripe, whatever our copy says.
+        let synced = sync::sync_subject(state, account, subject, customer, None, None).await?;
+        return Err(match synced.live() {
+            Some(live) => already(live),
+            None => ApiError::invalid(
+                "stripe_customer_id",
+                "A Checkout for this customer was just paid; its subscription is being set up.",
+            ),
+        });
     }
     if state
         .stripe
-        .default_payment_method(&owner.stripe_customer_id)
+        .default_payment_method(customer)
         .await?
         .is_none()
     {
@@ -344,17 +335,17 @@ async fn create_locked(
         .stripe_price_id
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), account.id.to_string()),
-        (META_SUBJECT.to_string(), owner.subject.clone()),
+        (META_ACCOUNT.to_string(), account.to_string()),
+        (META_SUBJECT.to_string(), subject.to_string()),
         (META_TIER.to_string(), tier.as_str().to_string()),
         (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
+        (META_CREATED_BY.to_string(), request.clone()),
     ]);
-    let key = stripe_key_for(idem.as_ref(), "create_subscription");
     let snapshot = state
         .stripe
-        .create_subscription(&owner.stripe_customer_id, price, metadata, &key)
+        .create_subscription(customer, price, metadata, &request)
         .await?;
-    record(state, account.id.as_str(), &owner.subject, &snapshot).await?;
+    record(state, account, subject, &snapshot).await?;
     Ok(snapshot)
 }
 
@@ -639,16 +630,33 @@ async fn upgrade(
 ) -> Result<Json<Upgraded>, ApiError> {
     let new_tier = paid_tier(&body.new_tier)?;
     let r = owned(&state, &account, &id).await?;
-    if r.has_ended() {
+    // This request's change has one identity; Stripe's copy of the subscription carries it.
+    let change = stripe_key_for(idem.as_ref(), "change_price");
+    let current = state.stripe.subscription(&id).await?;
+    record(&state, account.id.as_str(), &r.subject, &current).await?;
+    if current.metadata.get(META_CHANGED_BY) == Some(&change) {
+        // An earlier attempt of this request made the change and lost its answer: answer
+        // what it would have, from what it recorded with the change.
+        let previous = current
+            .metadata
+            .get(META_PREVIOUS_TIER)
+            .and_then(|t| Tier::parse(t));
+        let cents = current
+            .metadata
+            .get(META_PRORATION_CENTS)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        return Ok(upgraded(&current, new_tier, previous, cents));
+    }
+    if !current.is_live() {
         return Err(ended(&id));
     }
-    if r.tier == Some(new_tier) {
+    if current.tier == Some(new_tier) {
         return Err(ApiError::invalid(
             "new_tier",
             format!("The subscription is already on {}.", new_tier.as_str()),
         ));
     }
-    let current = state.stripe.subscription(&id).await?;
     let item = current
         .item_id
         .clone()
@@ -661,25 +669,51 @@ async fn upgrade(
         .stripe
         .preview_price_change(&current, &item, price)
         .await?;
-    let is_upgrade =
-        new_tier.info().price_cents > current.tier.map(|t| t.info().price_cents).unwrap_or(0);
-    let proration = if is_upgrade {
+    let proration = if is_upgrade(current.tier, new_tier) {
         Proration::ChargeNow
     } else {
         Proration::CreditNextInvoice
     };
-    let key = stripe_key_for(idem.as_ref(), "change_price");
+    let metadata = HashMap::from([
+        (META_CHANGED_BY.to_string(), change.clone()),
+        (
+            META_PREVIOUS_TIER.to_string(),
+            current.tier.map(|t| t.as_str()).unwrap_or("").to_string(),
+        ),
+        (
+            META_PRORATION_CENTS.to_string(),
+            proration_cents.to_string(),
+        ),
+    ]);
     let snap = state
         .stripe
-        .change_price(&id, &item, price, proration, &key)
+        .change_price(&id, &item, price, proration, metadata, &change)
         .await?;
     record(&state, account.id.as_str(), &r.subject, &snap).await?;
-    let verb = if is_upgrade { "upgraded" } else { "downgraded" };
-    Ok(Json(Upgraded {
-        subscription_id: id,
+    Ok(upgraded(&snap, new_tier, current.tier, proration_cents))
+}
+
+fn is_upgrade(from: Option<Tier>, to: Tier) -> bool {
+    to.info().price_cents > from.map(|t| t.info().price_cents).unwrap_or(0)
+}
+
+/// The answer to a tier change, from the subscription after it.
+fn upgraded(
+    snap: &SubscriptionSnapshot,
+    new_tier: Tier,
+    previous: Option<Tier>,
+    proration_cents: i64,
+) -> Json<Upgraded> {
+    let verb = if is_upgrade(previous, new_tier) {
+        "upgraded"
+    } else {
+        "downgraded"
+    };
+    Json(Upgraded {
+        subscription_id: snap.id.clone(),
         status: snap.status.clone(),
         tier: new_tier,
-        previous_tier: current.tier,
+        previous_tier: previous,
         proration_amount: dollars_number(proration_cents),
         proration_currency: shared::catalog::CURRENCY,
         current_period_end: snap.current_period_end.and_then(timestamp),
@@ -688,7 +722,7 @@ async fn upgrade(
             new_tier.as_str(),
             dollars(proration_cents)
         ),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -102,7 +102,12 @@ async fn plan(state: &AppState, who: &Who) -> Result<Plan, ApiError> {
         .store
         .subscription(&who.usage.account_id, &who.usage.subject)
         .await?;
-    Ok(plan_of(record.as_ref()))
+    let now = state.clock.now().unix_timestamp();
+    Ok(plan_of(
+        record.as_ref(),
+        now,
+        state.store.access_grace_secs(),
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -134,12 +134,26 @@ pub struct Entry {
     pub created_at: i64,
 }
 
-/// A credit purchase: `pending` until Stripe reports the payment, then `completed`.
+/// A credit purchase: `pending` until Stripe reports the payment, then `completed`; or
+/// `expired` (its Checkout Session expired unpaid) or `failed` (its delayed payment failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PurchaseStatus {
     Pending,
     Completed,
+    Expired,
+    Failed,
+}
+
+impl PurchaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseStatus::Pending => "pending",
+            PurchaseStatus::Completed => "completed",
+            PurchaseStatus::Expired => "expired",
+            PurchaseStatus::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

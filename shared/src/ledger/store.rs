@@ -535,7 +535,9 @@ impl Store {
         now: i64,
     ) -> Result<(Balance, bool), StoreError> {
         let read = self.ledger_read(&key.pk(), &[], Some(key)).await?;
-        let has_unlimited = read.plan.is_some_and(|p| p.has_unlimited());
+        let has_unlimited = read
+            .plan
+            .is_some_and(|p| p.has_unlimited(now, self.access_grace_secs()));
         Ok((
             balance_at(read.state.unwrap_or_default(), now),
             has_unlimited,
@@ -737,7 +739,9 @@ impl Store {
             let has_unlimited = match charge {
                 Charge::Always => false,
                 Charge::Never => true,
-                Charge::UnlessUnlimited => plan.is_some_and(|p| p.has_unlimited()),
+                Charge::UnlessUnlimited => {
+                    plan.is_some_and(|p| p.has_unlimited(now, self.access_grace_secs()))
+                }
             };
             let access = |outcome| Access {
                 outcome,
@@ -830,6 +834,95 @@ impl Store {
             .into_iter()
             .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
             .collect()
+    }
+
+    /// Whether `source_id` (a Checkout Session) has granted its credits (its `GRANT#` marker).
+    pub async fn ledger_granted(
+        &self,
+        key: &LedgerKey,
+        source_id: &str,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(
+                &key.pk(),
+                &format!("{GRANT_PREFIX}{source_id}"),
+            )))
+            .consistent_read(true)
+            .projection_expression("sk")
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out.item.is_some())
+    }
+
+    /// A purchase's status, `None` when there is no such purchase.
+    pub async fn purchase_status(
+        &self,
+        key: &LedgerKey,
+        purchase_sk: &str,
+    ) -> Result<Option<PurchaseStatus>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(&key.pk(), purchase_sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item::<_, Purchase>(item)
+                    .map(|p| p.status)
+                    .map_err(corrupt)
+            })
+            .transpose()
+    }
+
+    /// Closes a pending purchase whose Checkout Session ended unpaid (`expired` or `failed`).
+    /// `false` when there is no such pending purchase (closed or completed before, or never
+    /// recorded): closing is idempotent and never touches a completed purchase.
+    pub async fn close_purchase(
+        &self,
+        key: &LedgerKey,
+        purchase_sk: &str,
+        session_id: &str,
+        status: PurchaseStatus,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if !matches!(status, PurchaseStatus::Expired | PurchaseStatus::Failed) {
+            return Err(StoreError::Invalid(format!(
+                "a purchase closes as expired or failed, not {}",
+                status.as_str()
+            )));
+        }
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(&key.pk(), purchase_sk)))
+            .condition_expression("attribute_exists(sk) AND session_id = :src AND #st = :pending")
+            .update_expression("SET #st = :status, closed_at = :now")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":src", s(session_id))
+            .expression_attribute_values(":pending", s(PurchaseStatus::Pending.as_str()))
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk(e)),
+        }
     }
 
     /// Records a purchase as pending (whatever `status` and `completed_at` say); a purchase

@@ -17,6 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
 use std::fmt::Display;
 use std::time::Duration;
 use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
@@ -33,6 +34,8 @@ pub enum ClientError {
         /// Stripe's error `type`: `card_error`, `invalid_request_error`, `api_error`…
         kind: String,
         message: Option<String>,
+        /// The request parameter Stripe blames, when it names one.
+        param: Option<String>,
     },
     /// No answer: connection, TLS or protocol failure, or the timeout.
     #[error("no answer from Stripe: {0}")]
@@ -60,6 +63,7 @@ struct ErrorObject {
     #[serde(rename = "type")]
     kind: Option<String>,
     message: Option<String>,
+    param: Option<String>,
 }
 
 #[derive(Clone)]
@@ -145,8 +149,12 @@ impl StripeClient for HttpClient {
             StripeMethod::Post => hyper::Method::POST,
             StripeMethod::Delete => hyper::Method::DELETE,
         };
-        let key = config.request_strategy.as_ref().and_then(|s| s.get_key());
         let body = Bytes::from(request.body.clone().unwrap_or_default());
+        let key = config
+            .request_strategy
+            .as_ref()
+            .and_then(|s| s.get_key())
+            .map(|key| bound_key(key.as_str(), method.as_str(), &request.path, &body));
         let build = || {
             let mut builder = hyper::Request::builder()
                 .method(method.clone())
@@ -170,7 +178,7 @@ impl StripeClient for HttpClient {
                 .body(Full::new(body.clone()))
                 .map_err(|e| ClientError::Transport(format!("building the request: {e}")))
         };
-        let timeout = config.timeout.unwrap_or(self.timeout);
+        let timeout = budgeted(config.timeout.unwrap_or(self.timeout))?;
         let (status, body) = tokio::time::timeout(timeout, self.send(build))
             .await
             .map_err(|_| ClientError::Transport(format!("no answer within {timeout:?}")))??;
@@ -190,6 +198,94 @@ impl StripeClient for HttpClient {
             status: status.as_u16(),
             kind: error.kind.unwrap_or_else(|| "unknown".into()),
             message: error.message,
+            param: error.param,
         })
+    }
+}
+
+/// The Idempotency-Key actually sent: the caller's key bound to the request's method, path
+/// and parameters (form pairs sorted, so their order cannot matter). A key can then never
+/// reach Stripe with other parameters than the ones it was first used with — which Stripe
+/// refuses (`idempotency_error`) — while a retry of the same call sends the same key and gets
+/// Stripe's stored answer back. `hi_` and 64 hex digits, within Stripe's 255.
+pub fn bound_key(key: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let mut pairs: Vec<&[u8]> = body
+        .split(|b| *b == b'&')
+        .filter(|p| !p.is_empty())
+        .collect();
+    pairs.sort_unstable();
+    let mut hasher = Sha256::new();
+    for part in [key.as_bytes(), method.as_bytes(), path.as_bytes()]
+        .into_iter()
+        .chain(pairs)
+    {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    format!("hi_{}", hex::encode(hasher.finalize()))
+}
+
+tokio::task_local! {
+    /// When the current request must be done with Stripe (see [`with_budget`]).
+    static DEADLINE: tokio::time::Instant;
+}
+
+/// Runs `request` with `budget` for all of its Stripe calls together: each call waits at most
+/// its own timeout and never past the deadline, and a call that would start with less than
+/// [`MIN_CALL`] left fails at once as unavailable (the client retries with its
+/// Idempotency-Key). So the calls of one request end inside the function's timeout.
+pub async fn with_budget<F: std::future::Future>(budget: Duration, request: F) -> F::Output {
+    DEADLINE
+        .scope(tokio::time::Instant::now() + budget, request)
+        .await
+}
+
+/// The least time worth starting a Stripe call with.
+pub const MIN_CALL: Duration = Duration::from_millis(500);
+
+/// `timeout`, cut to what is left of the current request's budget.
+fn budgeted(timeout: Duration) -> Result<Duration, ClientError> {
+    let Ok(deadline) = DEADLINE.try_with(|d| *d) else {
+        return Ok(timeout);
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left < MIN_CALL {
+        return Err(ClientError::Transport(
+            "the request's time for Stripe calls is spent".into(),
+        ));
+    }
+    Ok(timeout.min(left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_keys_differ_by_parameters_not_by_their_order() {
+        let a = bound_key("k", "POST", "/subscriptions/sub_1", b"a=1&b=2");
+        assert_eq!(
+            a,
+            bound_key("k", "POST", "/subscriptions/sub_1", b"b=2&a=1")
+        );
+        assert_eq!(a.len(), 67);
+        for other in [
+            bound_key("k", "POST", "/subscriptions/sub_1", b"a=1&b=3"),
+            bound_key("k2", "POST", "/subscriptions/sub_1", b"a=1&b=2"),
+            bound_key("k", "POST", "/subscriptions/sub_2", b"a=1&b=2"),
+            bound_key("k", "DELETE", "/subscriptions/sub_1", b"a=1&b=2"),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_the_call_and_a_small_one_cuts_its_timeout() {
+        let eight = Duration::from_secs(8);
+        assert_eq!(budgeted(eight).ok(), Some(eight));
+        let cut = with_budget(Duration::from_secs(2), async { budgeted(eight) }).await;
+        assert!(cut.is_ok_and(|t| t <= Duration::from_secs(2)));
+        let spent = with_budget(Duration::from_millis(100), async { budgeted(eight) }).await;
+        assert!(matches!(spent, Err(ClientError::Transport(_))));
     }
 }

@@ -1,11 +1,13 @@
-//! The operator's CLI: issue, list and revoke API keys, against the DynamoDB the environment
-//! names (AWS by default; `--local` for the local stack's engine on :8000).
+//! The operator's CLI: issue, list and revoke API keys, and reconcile our copy with Stripe,
+//! against the DynamoDB the environment names (AWS by default; `--local` for the local
+//! stack's engine on :8000 and its Stripe emulator on :12111).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::clock::{Clock, SystemClock, rfc3339};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
+use shared::reconcile::{Options, Progress, Report};
 use shared::store::Store;
 use std::io::Write;
 
@@ -43,6 +45,36 @@ pub enum Command {
         #[arg(long)]
         account: String,
     },
+    /// Heal our copy from Stripe: walk Stripe's events since `--since` (paid sessions never
+    /// granted, purchases still pending after their Checkout ended) and every subject with a
+    /// Stripe customer (plans that differ from Stripe's); print the drift table. Stripe's key
+    /// comes as for the functions: `STRIPE_SECRET_ID` (Secrets Manager) or
+    /// `STRIPE_SECRET_KEY`, with `STAGE` and `STRIPE_API_BASE`.
+    Reconcile {
+        /// How far back to walk Stripe's events: `30d`, `72h`, `90m` (Stripe keeps 30 days).
+        #[arg(long, default_value = "30d", value_parser = parse_since)]
+        since: i64,
+        /// Report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A look-back like `30d`, `72h` or `90m`, in seconds: 1 minute to 30 days.
+pub fn parse_since(raw: &str) -> Result<i64, String> {
+    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        _ => return Err(format!("`{raw}`: a number and d, h or m (30d, 72h, 90m)")),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .map(|n| n * scale)
+        .filter(|s| (60..=30 * 86_400).contains(s))
+        .ok_or_else(|| format!("`{raw}`: from 1m to 30d"))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -61,6 +93,8 @@ impl From<ModeArg> for Stage {
 }
 
 pub const LOCAL_ENDPOINT: &str = "http://127.0.0.1:8000";
+/// The local stack's Stripe emulator (`make dev`).
+pub const LOCAL_STRIPE_API_BASE: &str = "http://127.0.0.1:12111";
 
 async fn dynamodb(cli: &Cli) -> aws_sdk_dynamodb::Client {
     let endpoint = if cli.local {
@@ -105,6 +139,28 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 shared::auth::CACHE_TTL.as_secs()
             )?;
         }
+        Command::Reconcile { since, dry_run } => {
+            let state = if cli.local || cli.endpoint_url.is_some() {
+                let mut config = config;
+                if cli.local && std::env::var_os("STRIPE_API_BASE").is_none() {
+                    config.stripe_api_base = LOCAL_STRIPE_API_BASE.into();
+                }
+                let keys = shared::secrets::from_env(config.stage)?;
+                let dynamodb = store.client().clone();
+                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))?
+            } else {
+                shared::AppState::from_env().await?
+            };
+            let options = Options {
+                since: clock.now().unix_timestamp() - since,
+                dry_run,
+            };
+            let report = reconcile(&state, options).await?;
+            write!(out, "{}", report.table())?;
+            if dry_run && !report.drifts.is_empty() {
+                writeln!(err, "Dry run: nothing was changed.")?;
+            }
+        }
         Command::ListKeys { account } => {
             let account = AccountId::parse(&account).map_err(anyhow::Error::msg)?;
             let keys = store.api_keys_of(&account).await?;
@@ -128,4 +184,38 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// Progress bars on stderr, one per walk (hidden when stderr is not a terminal).
+struct Bars(std::sync::Mutex<Option<indicatif::ProgressBar>>);
+
+impl Progress for Bars {
+    fn phase(&self, name: &str) {
+        let mut current = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bar) = current.take() {
+            bar.finish();
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(format!("{name}: "));
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}{pos} read") {
+            bar.set_style(style);
+        }
+        *current = Some(bar);
+    }
+
+    fn step(&self) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            bar.inc(1);
+        }
+    }
+}
+
+async fn reconcile(state: &shared::AppState, options: Options) -> anyhow::Result<Report> {
+    let bars = Bars(std::sync::Mutex::new(None));
+    let report = shared::reconcile::run(state, options, &bars)
+        .await
+        .map_err(|e| anyhow::anyhow!("reconciling: {e:?}"))?;
+    if let Some(bar) = bars.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        bar.finish();
+    }
+    Ok(report)
 }

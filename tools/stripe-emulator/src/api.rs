@@ -20,6 +20,12 @@ pub fn router(app: App) -> Router {
         .route("/_emulator/clock/advance", post(clock_advance))
         .route("/_emulator/deliveries", get(deliveries))
         .route(
+            "/_emulator/faults",
+            get(crate::faults::get)
+                .post(crate::faults::post)
+                .delete(crate::faults::delete),
+        )
+        .route(
             "/c/pay/{id}",
             get(pages::checkout_page).post(pages::checkout_submit),
         )
@@ -156,7 +162,19 @@ async fn stripe_api(
 ) -> Response {
     let path = uri.path().to_owned();
     let request_id = format!("req_{}", &new_id("x")[2..16]);
-    let mut response = handle(&app, &method, &path, &uri, &headers, &body, &request_id);
+    let fault = path
+        .starts_with("/v1/")
+        .then(|| crate::faults::take(&app.faults, &method, &path))
+        .flatten();
+    let mut response = match &fault {
+        Some(f) if f.when == crate::faults::When::Before => crate::faults::failure(f),
+        _ => handle(&app, &method, &path, &uri, &headers, &body, &request_id),
+    };
+    if fault.is_some_and(|f| f.when == crate::faults::When::After) {
+        response
+            .extensions_mut()
+            .insert(crate::faults::LoseResponse);
+    }
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("request-id", v);

@@ -324,11 +324,10 @@ pub fn pay(
         None => None,
     };
     let mut session = session;
+    // As Stripe: Checkout attaches the card to the customer; in subscription mode it becomes
+    // the subscription's `default_payment_method`, never the customer's invoice default.
     if let Some(cid) = &customer_id {
         customers::attach(state, &pm, cid)?;
-        if mode == "subscription" {
-            customers::set_default_payment_method(state, cid, &pm_id)?;
-        }
         session["customer"] = json!(cid);
     }
     match mode.as_str() {
@@ -345,7 +344,7 @@ pub fn pay(
                     customer: customer_id.clone().unwrap_or_default(),
                     items,
                     metadata: meta.subscription_metadata.clone(),
-                    default_payment_method: None,
+                    default_payment_method: Some(pm_id.clone()),
                     payment_behavior: "allow_incomplete".into(),
                     trial_days: None,
                     cancel_at_period_end: false,

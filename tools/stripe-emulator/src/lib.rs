@@ -8,6 +8,7 @@ mod catalog;
 mod checkout;
 mod clock;
 mod customers;
+mod faults;
 mod invoices;
 mod pages;
 mod portal;
@@ -65,6 +66,7 @@ impl Default for EmulatorOptions {
 pub(crate) struct App {
     pub state: Arc<Mutex<store::State>>,
     pub deliveries: webhooks::DeliveryLog,
+    pub faults: faults::Faults,
 }
 
 impl App {
@@ -184,17 +186,11 @@ pub async fn start(
     let app = App {
         state: Arc::new(Mutex::new(state)),
         deliveries: log,
+        faults: Arc::new(Mutex::new(Vec::new())),
     };
     let router = api::router(app.clone());
     let (stx, srx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-            let _ = srx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "stripe emulator stopped");
-        }
-    });
+    let task = tokio::spawn(serve(listener, router, srx));
     Ok(EmulatorHandle {
         app,
         addr,
@@ -203,3 +199,66 @@ pub async fn start(
         task: Some(task),
     })
 }
+
+/// Serves `router` on `listener` until `shutdown`, one HTTP/1.1 connection per task. Unlike
+/// `axum::serve`, a response marked [`faults::LoseResponse`] is never sent: its connection is
+/// closed unanswered (the request has taken effect; the caller sees no answer).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    use tower::ServiceExt;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stripe emulator: accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let router = router.clone();
+                    async move {
+                        let response =
+                            match router.oneshot(request.map(axum::body::Body::new)).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            };
+                        if response
+                            .extensions()
+                            .get::<faults::LoseResponse>()
+                            .is_some()
+                        {
+                            return Err(LostResponse);
+                        }
+                        Ok(response)
+                    }
+                },
+            );
+            let io = hyper_util::rt::TokioIo::new(stream);
+            // An error here is a closed or lost connection: nothing to report.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// Why a connection was closed on purpose (a `when=after` fault).
+#[derive(Debug)]
+struct LostResponse;
+
+impl std::fmt::Display for LostResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response lost on purpose (emulator fault)")
+    }
+}
+
+impl std::error::Error for LostResponse {}

@@ -274,13 +274,40 @@ pub fn list_endpoints(state: &State, p: &Params) -> ApiResult {
     paginate("/v1/webhook_endpoints", items, p)
 }
 
+/// Stripe's range filter on `created`: `created=<t>` or `created[gt|gte|lt|lte]=<t>`.
+fn created_filter(p: &Params) -> ApiResult<impl Fn(i64) -> bool> {
+    let exact = match p.get("created") {
+        Some(serde_json::Value::Object(_)) | None => None,
+        Some(_) => p.int("created")?,
+    };
+    let (gt, gte, lt, lte) = if exact.is_some() {
+        (None, None, None, None)
+    } else {
+        (
+            p.int("created.gt")?,
+            p.int("created.gte")?,
+            p.int("created.lt")?,
+            p.int("created.lte")?,
+        )
+    };
+    Ok(move |t: i64| {
+        exact.is_none_or(|x| t == x)
+            && gt.is_none_or(|x| t > x)
+            && gte.is_none_or(|x| t >= x)
+            && lt.is_none_or(|x| t < x)
+            && lte.is_none_or(|x| t <= x)
+    })
+}
+
 pub fn list_events(state: &State, p: &Params) -> ApiResult {
     let kind = p.str("type")?;
     let types = p.strings("types")?;
+    let created = created_filter(p)?;
     let items = state
         .events
         .iter()
         .rev()
+        .filter(|e| created(e["created"].as_i64().unwrap_or_default()))
         .filter(|e| {
             let t = e["type"].as_str().unwrap_or_default();
             kind.as_ref().is_none_or(|k| match k.strip_suffix('*') {
