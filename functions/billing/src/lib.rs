@@ -229,19 +229,18 @@ async fn checkout(
         if let Some(previous) = previous.filter(|p| *p != link.session_id)
             && state.stripe.expire_checkout_session(&previous).await? == SessionEnd::Completed
         {
-            state
-                .stripe
-                .expire_checkout_session(&link.session_id)
-                .await?;
+            // It was paid, and Stripe made its subscription then. If that one is live (paid
+            // after our read), this new session must not be payable; if it has ended, it is
+            // no obstacle.
             let synced =
                 sync::sync_subject(&state, account_id, &key, &customer, None, None).await?;
-            return Err(match synced.live() {
-                Some(live) => already_subscribed(&live.id),
-                None => ApiError::invalid(
-                    "tier",
-                    "A Checkout for this subscriber was just paid; its subscription is being set up.",
-                ),
-            });
+            if let Some(live) = synced.live() {
+                state
+                    .stripe
+                    .expire_checkout_session(&link.session_id)
+                    .await?;
+                return Err(already_subscribed(&live.id));
+            }
         }
         Ok(link)
     })

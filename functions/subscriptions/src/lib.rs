@@ -310,15 +310,12 @@ async fn create_locked(
         .await?
         && state.stripe.expire_checkout_session(&open).await? == SessionEnd::Completed
     {
-        // Paid a moment ago: its subscription exists in Stripe, whatever our copy says.
+        // It was paid: Stripe made its subscription when it completed. Live now (paid a
+        // moment ago, after our read), it is the subject's plan; ended, it is no obstacle.
         let synced = sync::sync_subject(state, account, subject, customer, None, None).await?;
-        return Err(match synced.live() {
-            Some(live) => already(live),
-            None => ApiError::invalid(
-                "stripe_customer_id",
-                "A Checkout for this customer was just paid; its subscription is being set up.",
-            ),
-        });
+        if let Some(live) = synced.live() {
+            return Err(already(live));
+        }
     }
     if state
         .stripe

@@ -77,6 +77,7 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
             (META_ACCOUNT.to_string(), account_id.clone()),
             (META_SUBJECT.to_string(), subject.clone()),
         ]),
+        default_payment_method: None,
     };
     let synced = SyncedState {
         snapshot: &snapshot,
@@ -86,7 +87,8 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
     anyhow::ensure!(
         store
             .sync_subscription(&account_id, &subject, &synced)
-            .await?,
+            .await?
+            .is_some(),
         "the seeded subscription was not written"
     );
 

@@ -275,6 +275,102 @@ impl TestApp {
         deleted
     }
 
+    /// `method path` on the Stripe emulator with the local secret key; form parameters
+    /// (the query for a GET). The status and the JSON answer.
+    pub async fn stripe_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.stripe.base_url());
+        let request = if method == reqwest::Method::GET {
+            let url = reqwest::Url::parse_with_params(&url, params).expect("a valid URL");
+            self.http.get(url)
+        } else {
+            self.http.request(method, url).form(params)
+        };
+        let response = request
+            .bearer_auth(shared::secrets::LOCAL_SECRET_KEY)
+            .send()
+            .await
+            .expect("the emulator answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    /// Turns the emulator's webhook deliveries to this app off (events emitted meanwhile are
+    /// never delivered: a lost webhook) or back on.
+    pub async fn set_webhooks(&self, enabled: bool) {
+        let (_, list) = self
+            .stripe_call(reqwest::Method::GET, "/v1/webhook_endpoints", &[])
+            .await;
+        for endpoint in list["data"].as_array().into_iter().flatten() {
+            let id = endpoint["id"].as_str().unwrap_or_default();
+            let disabled = if enabled { "false" } else { "true" };
+            let (status, body) = self
+                .stripe_call(
+                    reqwest::Method::POST,
+                    &format!("/v1/webhook_endpoints/{id}"),
+                    &[("disabled", disabled)],
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    /// Waits until every event the emulator has emitted so far was delivered to the app:
+    /// a test that then turns webhooks off knows no earlier delivery is still on its way.
+    pub async fn settle_webhooks(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let delivered: std::collections::HashSet<String> = self
+                .stripe
+                .deliveries()
+                .into_iter()
+                .filter(|d| d.succeeded)
+                .map(|d| d.event_id)
+                .collect();
+            let events = self.stripe_events().await;
+            if events
+                .iter()
+                .all(|e| e["id"].as_str().is_some_and(|id| delivered.contains(id)))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "webhook deliveries did not settle"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Arms an emulator fault (`/_emulator/faults`: `method`, `path_prefix`, `when`,
+    /// `count`, `status`).
+    pub async fn stripe_fault(&self, params: &[(&str, &str)]) {
+        let response = self
+            .http
+            .post(format!("{}/_emulator/faults", self.stripe.base_url()))
+            .form(params)
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert_eq!(response.status(), 200, "arming {params:?}");
+    }
+
+    /// Pays a Checkout Session on the emulator's page with the card that succeeds.
+    pub async fn pay(&self, checkout_url: &str) {
+        let paid = self
+            .http
+            .post(checkout_url)
+            .form(&[("card_number", "4242 4242 4242 4242")])
+            .send()
+            .await
+            .expect("the emulator's page answers");
+        assert_eq!(paid.status(), 303, "paying {checkout_url}");
+    }
+
     /// Issues another key, for another account or mode.
     pub async fn issue_key(&self, account: &str, mode: Stage) -> String {
         let account = AccountId::parse(account).expect("valid account id");

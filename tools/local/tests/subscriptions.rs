@@ -623,8 +623,9 @@ async fn stripe_down_is_502_and_changes_nothing() {
 
     // A webhook we cannot process answers 5xx (Stripe retries) and is not marked processed.
     let id = subscribe(&app, &app.api_key, "pro").await;
+    let customer = stored(&app).await.unwrap().stripe_customer_id;
     let event = json!({"id": "evt_retry_me", "object": "event", "api_version": "2026-09-30.endive", "created": 1,
-        "data": {"object": {"id": id, "object": "subscription"}}, "livemode": false, "pending_webhooks": 1,
+        "data": {"object": {"id": id, "object": "subscription", "customer": customer}}, "livemode": false, "pending_webhooks": 1,
         "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.updated"});
     let payload = event.to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

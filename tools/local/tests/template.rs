@@ -40,6 +40,10 @@ fn template_routes(t: &Value) -> BTreeSet<(String, String, String)> {
         }
         let binary = str_of(&r["Metadata"]["BuildProperties"]["Binary"]);
         for (_, event) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            // The reconciler alone runs on a schedule; it serves no route.
+            if binary == "reconciler" && event["Type"].as_str() == Some("Schedule") {
+                continue;
+            }
             assert_eq!(
                 event["Type"].as_str(),
                 Some("HttpApi"),
@@ -109,11 +113,52 @@ fn every_function_is_built_with_cargo_lambda_for_arm64() {
             binaries.insert(str_of(&r["Metadata"]["BuildProperties"]["Binary"]));
         }
     }
-    let functions: BTreeSet<String> = local::FUNCTIONS
+    // The HTTP functions, and the scheduled reconciler.
+    let mut functions: BTreeSet<String> = local::FUNCTIONS
         .iter()
         .map(|f| f.name.to_string())
         .collect();
+    functions.insert("reconciler".to_string());
     assert_eq!(binaries, functions);
+}
+
+/// The functions' timeout is what the Stripe budget of a request was sized for.
+#[test]
+fn the_function_timeout_leaves_room_after_the_stripe_budget() {
+    let t = template();
+    let timeout = t["Globals"]["Function"]["Timeout"].as_u64();
+    assert_eq!(timeout, Some(shared::http::FUNCTION_TIMEOUT.as_secs()));
+    assert!(
+        shared::http::STRIPE_BUDGET + std::time::Duration::from_secs(5)
+            <= shared::http::FUNCTION_TIMEOUT
+    );
+}
+
+/// The reconciler runs on a schedule, one at a time, with the access it needs and no more.
+#[test]
+fn the_reconciler_is_scheduled_and_least_privileged() {
+    let t = template();
+    let (_, r) = resources(&t)
+        .into_iter()
+        .find(|(id, _)| id == "ReconcilerFunction")
+        .expect("ReconcilerFunction");
+    let p = &r["Properties"];
+    assert_eq!(p["Events"]["Hourly"]["Type"].as_str(), Some("Schedule"));
+    assert_eq!(p["ReservedConcurrentExecutions"].as_u64(), Some(1));
+    let actions: BTreeSet<String> = p["Policies"][0]["Statement"]
+        .as_sequence()
+        .expect("statements")
+        .iter()
+        .flat_map(|st| match &st["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Sequence(list) => list.iter().map(str_of).collect(),
+            _ => vec![],
+        })
+        .collect();
+    for forbidden in ["dynamodb:DeleteItem", "dynamodb:*"] {
+        assert!(!actions.contains(forbidden), "{forbidden}");
+    }
+    assert!(actions.contains("dynamodb:Scan"));
 }
 
 /// Each declared route really reaches a handler of the merged router (not its fallback),

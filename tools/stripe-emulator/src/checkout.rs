@@ -33,6 +33,9 @@ pub fn create(state: &mut State, p: &Params) -> ApiResult {
     if let Some(c) = &customer {
         state.fetch("customer", c, "customer")?;
     }
+    if let Some(email) = &customer_email {
+        customers::check_email(email, "customer_email")?;
+    }
     let mut line_items = Vec::new();
     let mut subtotal = 0i64;
     let mut recurring = 0;

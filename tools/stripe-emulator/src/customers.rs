@@ -6,6 +6,41 @@ use serde_json::{Value, json};
 use crate::store::{CardBehavior, DeclineCode, State, new_id, random_token};
 use crate::wire::{ApiError, ApiResult, Params, merge_metadata, paginate};
 
+/// Stripe refuses an address it cannot deliver to (`Invalid email address: …`, naming the
+/// parameter): a local part without blanks or doubled, leading or trailing dots; a domain of
+/// dot-separated labels of letters, digits and inner hyphens, ending in a top-level domain
+/// of two or more letters.
+pub fn check_email(email: &str, param: &str) -> ApiResult<()> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let valid = email.rsplit_once('@').is_some_and(|(local, domain)| {
+        let labels: Vec<&str> = domain.split('.').collect();
+        !local.is_empty()
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && !local.chars().any(|c| c.is_whitespace() || c.is_control())
+            && labels.len() >= 2
+            && labels.iter().all(|l| label_ok(l))
+            && labels
+                .last()
+                .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_code(
+            "email_invalid",
+            format!("Invalid email address: {email}"),
+            Some(param),
+        ))
+    }
+}
+
 pub fn create_customer(state: &mut State, p: &Params) -> ApiResult {
     let id = new_id("cus");
     let mut metadata = json!({});

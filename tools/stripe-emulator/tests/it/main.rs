@@ -612,7 +612,20 @@ async fn checkout_session_api_and_page() {
     let cus = s["customer"].as_str().unwrap();
     let c = e.get(&format!("/v1/customers/{cus}"), &[]).await;
     assert_eq!(c["email"], "buyer@example.com");
-    assert!(c["invoice_settings"]["default_payment_method"].is_string());
+    // As Stripe: the card Checkout collected is the subscription's default, attached to the
+    // customer but not made the customer's invoice default.
+    let card = s["subscription"]["default_payment_method"]
+        .as_str()
+        .unwrap();
+    assert!(card.starts_with("pm_"), "{s}");
+    assert!(
+        c["invoice_settings"]["default_payment_method"].is_null(),
+        "{c}"
+    );
+    let cards = e
+        .get(&format!("/v1/customers/{cus}/payment_methods"), &[])
+        .await;
+    assert_eq!(cards["data"][0]["id"], card);
     assert_eq!(e.events("checkout.session.completed").await.len(), 1);
 
     // A completed session's page says so.
@@ -1089,4 +1102,199 @@ async fn clock_past_due_recovers_and_period_end_cancels() {
         1,
         "no renewal invoice"
     );
+}
+
+#[tokio::test]
+async fn faults_fail_a_request_before_its_effect_or_lose_its_answer_after() {
+    let e = emu().await;
+    let arm = |params: &'static [(&'static str, &'static str)]| {
+        let e = &e;
+        async move {
+            let resp = e
+                .http
+                .post(e.url("/_emulator/faults"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(encode(params))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, fault) = arm(&[
+        ("method", "POST"),
+        ("path_prefix", "/v1/customers"),
+        ("when", "before"),
+        ("count", "1"),
+    ])
+    .await;
+    assert_eq!(status, 200, "{fault}");
+    assert_eq!(fault["remaining"], 1);
+    let listed: Value = e
+        .http
+        .get(e.url("/_emulator/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
+
+    // Before: Stripe's 500, and nothing was created.
+    let (status, body) = e
+        .send(
+            reqwest::Method::POST,
+            "/v1/customers",
+            &[("email", "a@example.com")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["type"], "api_error");
+    let all = e.get("/v1/customers", &[("email", "a@example.com")]).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(0));
+    // The fault is used up: the next request goes through.
+    e.post("/v1/customers", &[("email", "a@example.com")]).await;
+
+    // A chosen status.
+    arm(&[("path_prefix", "/v1/prices"), ("status", "429")]).await;
+    let (status, body) = e.send(reqwest::Method::GET, "/v1/prices", &[], None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limit"))
+    );
+
+    // After: the customer is created, the answer never comes (the connection closes).
+    arm(&[
+        ("method", "POST"),
+        ("path_prefix", "/v1/customers"),
+        ("when", "after"),
+    ])
+    .await;
+    let lost = e
+        .http
+        .post(e.url("/v1/customers"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("Idempotency-Key", "lost-1")
+        .body("email=b%40example.com")
+        .send()
+        .await;
+    assert!(lost.is_err(), "the answer was lost: {lost:?}");
+    let all = e.get("/v1/customers", &[("email", "b@example.com")]).await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(1));
+    // The same key again: Stripe's stored answer, the same customer.
+    let (status, again) = e
+        .send(
+            reqwest::Method::POST,
+            "/v1/customers",
+            &[("email", "b@example.com")],
+            Some("lost-1"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], all["data"][0]["id"]);
+
+    // Bad fault requests are Stripe-shaped 400s; DELETE disarms everything.
+    for bad in [
+        &[("path_prefix", "/elsewhere")][..],
+        &[("path_prefix", "/v1/x"), ("when", "during")],
+        &[("path_prefix", "/v1/x"), ("count", "0")],
+        &[("path_prefix", "/v1/x"), ("status", "200")],
+        &[("path_prefix", "/v1/x"), ("method", "PATCH")],
+    ] {
+        let resp = e
+            .http
+            .post(e.url("/_emulator/faults"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(bad))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad:?}");
+    }
+    arm(&[("path_prefix", "/v1/")]).await;
+    let cleared: Value = e
+        .http
+        .delete(e.url("/_emulator/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["data"].as_array().map(Vec::len), Some(0));
+    e.get("/v1/customers", &[]).await;
+}
+
+#[tokio::test]
+async fn events_filter_by_creation_time() {
+    let e = emu().await;
+    e.post("/v1/customers", &[("email", "early@example.com")])
+        .await;
+    let early = e.events("customer.created").await;
+    let t0 = early[0]["created"].as_i64().unwrap();
+    e.advance(3_600).await;
+    e.post("/v1/customers", &[("email", "late@example.com")])
+        .await;
+    let count = |list: Value| list["data"].as_array().map(Vec::len).unwrap_or(0);
+    let after = (t0 + 1).to_string();
+    let gte = e
+        .get(
+            "/v1/events",
+            &[("type", "customer.created"), ("created[gte]", &after)],
+        )
+        .await;
+    assert_eq!(count(gte.clone()), 1, "{gte}");
+    assert_eq!(
+        gte["data"][0]["data"]["object"]["email"],
+        "late@example.com"
+    );
+    let before = e
+        .get(
+            "/v1/events",
+            &[("type", "customer.created"), ("created[lt]", &after)],
+        )
+        .await;
+    assert_eq!(count(before), 1);
+    let exact = e
+        .get(
+            "/v1/events",
+            &[("type", "customer.created"), ("created", &t0.to_string())],
+        )
+        .await;
+    assert_eq!(count(exact), 1);
+}
+
+#[tokio::test]
+async fn an_email_stripe_cannot_deliver_to_is_refused_naming_the_parameter() {
+    let e = emu().await;
+    for bad in [
+        "user@example..com",
+        "user@example",
+        "user@-example.com",
+        ".user@example.com",
+    ] {
+        let (status, body) = e
+            .send(
+                reqwest::Method::POST,
+                "/v1/checkout/sessions",
+                &[
+                    ("mode", "payment"),
+                    ("success_url", "https://shop.test/ok"),
+                    ("customer_email", bad),
+                    ("line_items[0][price]", PRO),
+                    ("line_items[0][quantity]", "1"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["param"], "customer_email");
+        assert_eq!(
+            body["error"]["message"],
+            format!("Invalid email address: {bad}")
+        );
+    }
 }
