@@ -91,19 +91,6 @@ impl SubscriptionRecord {
         matches!(self.tier, Some(Tier::Pro | Tier::Enterprise))
             && self.grants_access_at(now, grace_secs)
     }
-
-    /// The subscription, if there is one that has not ended.
-    pub fn live_subscription_id(&self) -> Option<&str> {
-        let live = self.status.as_deref().is_some_and(is_live_status);
-        self.stripe_subscription_id.as_deref().filter(|_| live)
-    }
-
-    pub fn has_ended(&self) -> bool {
-        matches!(
-            self.status.as_deref(),
-            Some("canceled" | "incomplete_expired")
-        )
-    }
 }
 
 /// The fields a Stripe read sets on the item.
@@ -269,13 +256,5 @@ mod tests {
             ..record("active")
         };
         assert!(!no_period.grants_access_at(NOW, GRACE));
-    }
-
-    #[test]
-    fn live_and_ended_statuses() {
-        assert_eq!(record("past_due").live_subscription_id(), Some("sub_1"));
-        assert_eq!(record("canceled").live_subscription_id(), None);
-        assert!(record("canceled").has_ended());
-        assert!(!record("active").has_ended());
     }
 }

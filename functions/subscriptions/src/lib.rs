@@ -494,8 +494,8 @@ async fn reactivate(
     set_cancel_at_period_end(&state, &account, idem, &id, false).await
 }
 
-/// Cancel (`cancel`) or reactivate a subscription of the caller's. When it is already in
-/// the asked state Stripe is not called and the answer is the same: retries are harmless.
+/// Cancel (`cancel`) or reactivate a subscription of the caller's. When Stripe already has
+/// it in the asked state nothing is changed and the answer is the same: retries are harmless.
 async fn set_cancel_at_period_end(
     state: &AppState,
     account: &Account,
@@ -504,7 +504,10 @@ async fn set_cancel_at_period_end(
     cancel: bool,
 ) -> Result<Json<CancelState>, ApiError> {
     let r = owned(state, account, id).await?;
-    if r.has_ended() {
+    // Whether it renews decides a charge: decide on Stripe's view, and keep it.
+    let current = state.stripe.subscription(id).await?;
+    record(state, account.id.as_str(), &r.subject, &current).await?;
+    if !current.is_live() {
         return Err(ended(id));
     }
     let message = |period_end: Option<i64>, changed: bool| match (cancel, changed) {
@@ -512,14 +515,13 @@ async fn set_cancel_at_period_end(
         (false, true) => "Subscription reactivated successfully".to_string(),
         (false, false) => "Subscription is already active".to_string(),
     };
-    if r.cancel_at_period_end == cancel {
-        let status = r.status.as_deref().unwrap_or("active");
+    if current.cancel_at_period_end == cancel {
         return Ok(cancel_state(
             id,
-            status,
+            &current.status,
             cancel,
-            r.current_period_end,
-            message(r.current_period_end, false),
+            current.current_period_end,
+            message(current.current_period_end, false),
         ));
     }
     let key = stripe_key_for(idem.as_ref(), if cancel { "cancel" } else { "reactivate" });

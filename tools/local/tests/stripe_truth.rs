@@ -603,21 +603,14 @@ async fn a_report_credit_lasts_thirty_days_from_the_payment() {
     assert_eq!(balance.lots[0].expires_at, Some(paid_at + 30 * DAY));
 }
 
-/// Issue item 6: a Checkout that expires closes its purchase (the webhook), and an email
-/// Stripe refuses is the caller's 400 naming the field, not our 500.
+/// Issue item 6: a Checkout that expires closes its purchase (the webhook): the history stops
+/// showing it pending.
 #[tokio::test]
-async fn an_expired_checkout_closes_its_purchase_and_a_refused_email_is_a_400() {
+async fn an_expired_checkout_closes_its_purchase() {
     let app = TestApp::spawn(local::router).await;
     let body = json!({"external_user_id": "u2", "pack_type": "single",
         "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no"});
-    let (status, bought) = send(
-        &app,
-        Method::POST,
-        "/v1/credits/purchase",
-        Some(body.clone()),
-        &[],
-    )
-    .await;
+    let (status, bought) = send(&app, Method::POST, "/v1/credits/purchase", Some(body), &[]).await;
     assert_eq!(status, 200, "{bought}");
     let session = bought["session_id"].as_str().unwrap();
     let (status, _) = app
@@ -644,9 +637,15 @@ async fn an_expired_checkout_closes_its_purchase_and_a_refused_email_is_a_400() 
         assert!(Instant::now() < deadline, "still {h}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
 
-    let mut bad_email = body;
-    bad_email["customer_email"] = json!("user@example..com");
+/// Issue item 6: an email Stripe refuses is the caller's 400 naming the field, not our 500.
+#[tokio::test]
+async fn an_email_stripe_refuses_is_the_callers_400() {
+    let app = TestApp::spawn(local::router).await;
+    let bad_email = json!({"external_user_id": "u3", "pack_type": "single",
+        "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no",
+        "customer_email": "user@example..com"});
     let (status, refused) = send(
         &app,
         Method::POST,
@@ -708,4 +707,36 @@ async fn a_checkout_that_failed_at_stripe_is_retried_into_one_session() {
         Some(1),
         "{sessions}"
     );
+}
+
+/// Cancelling decides whether the customer is charged again, so it reads Stripe: a plan
+/// reactivated in Stripe (the portal) while the webhook was lost is cancelled for real, not
+/// answered "already set to cancel" from our stale copy.
+#[tokio::test]
+async fn cancel_decides_on_stripes_view_not_a_stale_copy() {
+    let app = TestApp::spawn(local::router).await;
+    checkout_and_pay(&app, "pro", None).await;
+    let sub = wait_for(&app, None, |s| s["status"] == "active").await;
+    let id = sub["subscription_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/subscriptions/{id}");
+    let (status, canceled) = send(&app, Method::DELETE, &path, None, &[]).await;
+    assert_eq!(
+        (status, canceled["cancel_at_period_end"].as_bool()),
+        (200, Some(true))
+    );
+    app.settle_webhooks().await;
+    app.set_webhooks(false).await;
+    let (status, _) = app
+        .stripe_call(Method::POST, &path, &[("cancel_at_period_end", "false")])
+        .await;
+    assert_eq!(status, 200, "reactivated in Stripe; the webhook is lost");
+
+    let (status, again) = send(&app, Method::DELETE, &path, None, &[]).await;
+    assert_eq!(
+        (status, again["cancel_at_period_end"].as_bool()),
+        (200, Some(true)),
+        "{again}"
+    );
+    let (_, in_stripe) = app.stripe_call(Method::GET, &path, &[]).await;
+    assert_eq!(in_stripe["cancel_at_period_end"], true, "{in_stripe}");
 }
