@@ -39,6 +39,26 @@ where
     StoreError::Sdk(DisplayErrorContext(e).to_string())
 }
 
+/// A conditional write's outcome: `Ok(true)` when it was applied, `Ok(false)` when its
+/// condition did not hold, an error otherwise.
+pub(crate) fn condition_held<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .and_then(|se| se.code())
+                .is_some_and(|code| code == "ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk(e)),
+    }
+}
+
 pub(crate) fn corrupt(e: serde_dynamo::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
@@ -523,16 +543,7 @@ impl Store {
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk(e)),
-        }
+        condition_held(result)
     }
 
     pub async fn unlock_subject(&self, account: &str, subject: &str) -> Result<(), StoreError> {

@@ -170,12 +170,13 @@ struct PurchaseBody {
     /// Where Stripe sends the payer who cancels.
     #[schema(value_type = RedirectUrl)]
     cancel_url: String,
-    /// The user's email, prefilled on Stripe Checkout: at most 254 characters, with a local
-    /// part, an `@` and a domain with a dot, no spaces.
+    /// The user's email, prefilled on Stripe Checkout: at most 254 characters; ASCII letters,
+    /// digits and ``!#$%&'*+/=?^_`{|}~-`` in dot-separated runs, `@`, DNS labels and a
+    /// top-level domain of letters (what Stripe takes).
     #[schema(
         value_type = Option<String>,
         max_length = 254,
-        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^.\\s\\x00-\\x1f\\x7f-\\x9f][^\\s\\x00-\\x1f\\x7f-\\x9f]*\\.[^\\s\\x00-\\x1f\\x7f-\\x9f]*$",
+        pattern = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,63}$",
         example = "user@example.com"
     )]
     customer_email: Option<String>,

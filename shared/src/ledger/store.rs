@@ -12,7 +12,7 @@ use super::{
     Access, AccessOutcome, Balance, Charge, Entry, EntryKind, Grant, GrantOutcome, LedgerKey,
     MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
 };
-use crate::store::{Store, StoreError, build, corrupt, sdk};
+use crate::store::{Store, StoreError, build, condition_held, corrupt, sdk};
 use crate::subscriptions::SubscriptionRecord;
 use crate::tables::Table;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -913,16 +913,7 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk(e)),
-        }
+        condition_held(result)
     }
 
     /// Records a purchase as pending (whatever `status` and `completed_at` say); a purchase

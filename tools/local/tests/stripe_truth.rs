@@ -639,29 +639,56 @@ async fn an_expired_checkout_closes_its_purchase() {
     }
 }
 
-/// Issue item 6: an email Stripe refuses is the caller's 400 naming the field, not our 500.
+/// Issue item 6: a value of the caller's that Stripe refuses (here its email: Stripe's rules
+/// may be stricter than ours) is the caller's 400 naming the field, with Stripe's words, not
+/// our 500; a refusal of a parameter the caller did not give stays our 500.
 #[tokio::test]
-async fn an_email_stripe_refuses_is_the_callers_400() {
+async fn a_value_stripe_refuses_is_the_callers_400() {
     let app = TestApp::spawn(local::router).await;
-    let bad_email = json!({"external_user_id": "u3", "pack_type": "single",
+    let body = json!({"external_user_id": "u3", "pack_type": "single",
         "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no",
-        "customer_email": "user@example..com"});
+        "customer_email": "user@example.com"});
+    let refuse = |param: &'static str| {
+        let app = &app;
+        async move {
+            app.stripe_fault(&[
+                ("method", "POST"),
+                ("path_prefix", "/v1/checkout/sessions"),
+                ("status", "400"),
+                ("param", param),
+                ("message", "Invalid email address: user@example.com"),
+            ])
+            .await;
+        }
+    };
+    refuse("customer_email").await;
     let (status, refused) = send(
         &app,
         Method::POST,
         "/v1/credits/purchase",
-        Some(bad_email),
+        Some(body.clone()),
         &[],
     )
     .await;
     assert_eq!(
         (
             status,
-            refused["error"]["code"].as_str(),
-            refused["error"]["field"].as_str()
+            refused["error"]["field"].as_str(),
+            refused["error"]["message"].as_str()
         ),
-        (400, Some("invalid_request"), Some("customer_email")),
+        (
+            400,
+            Some("customer_email"),
+            Some("Invalid email address: user@example.com")
+        ),
         "{refused}"
+    );
+    refuse("line_items").await;
+    let (status, ours) = send(&app, Method::POST, "/v1/credits/purchase", Some(body), &[]).await;
+    assert_eq!(
+        (status, ours["error"]["code"].as_str()),
+        (500, Some("internal_error")),
+        "{ours}"
     );
 }
 

@@ -2,7 +2,8 @@
 //! tests, the simulation and anyone debugging can see what the API does when Stripe misbehaves.
 //!
 //! - `when=before`: the request fails before it has any effect, with Stripe's `api_error`
-//!   body and status 500 (or `status`);
+//!   body and status 500 (or `status`; with a 4xx, `param` and `message` may say which
+//!   parameter Stripe refuses and why, as Stripe's `invalid_request_error` does);
 //! - `when=after`: the request takes effect, then its response is lost: the connection is
 //!   closed unanswered, as when a response times out or a Lambda dies mid-call.
 
@@ -38,6 +39,10 @@ pub struct Fault {
     pub remaining: u32,
     /// The status of a `before` failure (500 when absent).
     pub status: Option<u16>,
+    /// The parameter a `before` failure blames (Stripe's `error.param`).
+    pub param: Option<String>,
+    /// The message of a `before` failure, instead of the default one.
+    pub message: Option<String>,
 }
 
 pub type Faults = Arc<Mutex<Vec<Fault>>>;
@@ -86,7 +91,14 @@ pub fn failure(fault: &Fault) -> Response {
             "The request failed (injected by the emulator's fault control).",
         ),
     };
-    ApiError::new(status, kind, code, message.into()).into_response()
+    let mut error = ApiError::new(
+        status,
+        kind,
+        code,
+        fault.message.clone().unwrap_or_else(|| message.into()),
+    );
+    error.param = fault.param.clone();
+    error.into_response()
 }
 
 fn arm(faults: &Faults, params: &crate::wire::Params) -> Result<Fault, ApiError> {
@@ -139,6 +151,8 @@ fn arm(faults: &Faults, params: &crate::wire::Params) -> Result<Fault, ApiError>
         when,
         remaining,
         status,
+        param: params.str("param")?,
+        message: params.str("message")?,
     };
     faults
         .lock()
@@ -153,7 +167,7 @@ fn listed(faults: &Faults) -> Response {
 }
 
 /// `POST /_emulator/faults` (form, query or JSON): `method`, `path_prefix`, `when`, `count`,
-/// `status`; answers the armed fault.
+/// `status`, `param`, `message`; answers the armed fault.
 pub async fn post(
     AxState(app): AxState<App>,
     headers: HeaderMap,
@@ -191,6 +205,8 @@ mod tests {
             when: When::Before,
             remaining,
             status: None,
+            param: None,
+            message: None,
         }
     }
 

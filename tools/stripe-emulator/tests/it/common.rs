@@ -148,6 +148,19 @@ impl Emu {
         resp.json().await.expect("json")
     }
 
+    /// `method /_emulator/faults` with form parameters: the status and the JSON answer.
+    pub async fn faults(&self, method: reqwest::Method, params: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .request(method, self.url("/_emulator/faults"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(params))
+            .send()
+            .await
+            .expect("faults");
+        (resp.status().as_u16(), resp.json().await.expect("json"))
+    }
+
     pub async fn events(&self, kind: &str) -> Vec<Value> {
         let list = self
             .get("/v1/events", &[("type", kind), ("limit", "100")])

@@ -1106,45 +1106,28 @@ async fn clock_past_due_recovers_and_period_end_cancels() {
 
 #[tokio::test]
 async fn faults_fail_a_request_before_its_effect_or_lose_its_answer_after() {
+    use reqwest::Method;
     let e = emu().await;
-    let arm = |params: &'static [(&'static str, &'static str)]| {
-        let e = &e;
-        async move {
-            let resp = e
-                .http
-                .post(e.url("/_emulator/faults"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(encode(params))
-                .send()
-                .await
-                .unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
-    };
-    let (status, fault) = arm(&[
-        ("method", "POST"),
-        ("path_prefix", "/v1/customers"),
-        ("when", "before"),
-        ("count", "1"),
-    ])
-    .await;
+    let (status, fault) = e
+        .faults(
+            Method::POST,
+            &[
+                ("method", "POST"),
+                ("path_prefix", "/v1/customers"),
+                ("when", "before"),
+                ("count", "1"),
+            ],
+        )
+        .await;
     assert_eq!(status, 200, "{fault}");
     assert_eq!(fault["remaining"], 1);
-    let listed: Value = e
-        .http
-        .get(e.url("/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, listed) = e.faults(Method::GET, &[]).await;
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(1));
 
     // Before: Stripe's 500, and nothing was created.
     let (status, body) = e
         .send(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/customers",
             &[("email", "a@example.com")],
             None,
@@ -1157,20 +1140,46 @@ async fn faults_fail_a_request_before_its_effect_or_lose_its_answer_after() {
     // The fault is used up: the next request goes through.
     e.post("/v1/customers", &[("email", "a@example.com")]).await;
 
-    // A chosen status.
-    arm(&[("path_prefix", "/v1/prices"), ("status", "429")]).await;
-    let (status, body) = e.send(reqwest::Method::GET, "/v1/prices", &[], None).await;
+    // A chosen status, and a refused parameter in Stripe's words.
+    e.faults(
+        Method::POST,
+        &[("path_prefix", "/v1/prices"), ("status", "429")],
+    )
+    .await;
+    let (status, body) = e.send(Method::GET, "/v1/prices", &[], None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (429, Some("rate_limit"))
     );
+    e.faults(
+        Method::POST,
+        &[
+            ("path_prefix", "/v1/customers"),
+            ("status", "400"),
+            ("param", "email"),
+            ("message", "Invalid email address: x"),
+        ],
+    )
+    .await;
+    let (status, body) = e.send(Method::POST, "/v1/customers", &[], None).await;
+    assert_eq!(
+        (
+            status,
+            body["error"]["param"].as_str(),
+            body["error"]["message"].as_str()
+        ),
+        (400, Some("email"), Some("Invalid email address: x"))
+    );
 
     // After: the customer is created, the answer never comes (the connection closes).
-    arm(&[
-        ("method", "POST"),
-        ("path_prefix", "/v1/customers"),
-        ("when", "after"),
-    ])
+    e.faults(
+        Method::POST,
+        &[
+            ("method", "POST"),
+            ("path_prefix", "/v1/customers"),
+            ("when", "after"),
+        ],
+    )
     .await;
     let lost = e
         .http
@@ -1187,7 +1196,7 @@ async fn faults_fail_a_request_before_its_effect_or_lose_its_answer_after() {
     // The same key again: Stripe's stored answer, the same customer.
     let (status, again) = e
         .send(
-            reqwest::Method::POST,
+            Method::POST,
             "/v1/customers",
             &[("email", "b@example.com")],
             Some("lost-1"),
@@ -1204,26 +1213,11 @@ async fn faults_fail_a_request_before_its_effect_or_lose_its_answer_after() {
         &[("path_prefix", "/v1/x"), ("status", "200")],
         &[("path_prefix", "/v1/x"), ("method", "PATCH")],
     ] {
-        let resp = e
-            .http
-            .post(e.url("/_emulator/faults"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(encode(bad))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 400, "{bad:?}");
+        let (status, _) = e.faults(Method::POST, bad).await;
+        assert_eq!(status, 400, "{bad:?}");
     }
-    arm(&[("path_prefix", "/v1/")]).await;
-    let cleared: Value = e
-        .http
-        .delete(e.url("/_emulator/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    e.faults(Method::POST, &[("path_prefix", "/v1/")]).await;
+    let (_, cleared) = e.faults(Method::DELETE, &[]).await;
     assert_eq!(cleared["data"].as_array().map(Vec::len), Some(0));
     e.get("/v1/customers", &[]).await;
 }
