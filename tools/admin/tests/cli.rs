@@ -110,3 +110,88 @@ async fn keys_made_by_admin_work_list_and_revoke() {
     assert!(!bad.status.success());
     stack.stop().await.unwrap();
 }
+
+/// `admin reconcile` against a running stack: a paid credit purchase whose webhook was lost
+/// shows in the dry run's table and is granted by the real run; the next run finds nothing.
+#[tokio::test]
+async fn reconcile_reports_then_heals_a_lost_payment() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(&ServeOptions::local(dir.path().into(), 0, 0, 0))
+        .await
+        .unwrap();
+    let stripe = stack.stripe.base_url().to_string();
+    // Checkout redirects to the (https) success URL: stay on the page's answer.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Every webhook endpoint off: the payment's events are never delivered.
+    let endpoints: serde_json::Value = http
+        .get(format!("{stripe}/v1/webhook_endpoints"))
+        .bearer_auth("sk_test_local")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for e in endpoints["data"].as_array().unwrap() {
+        let id = e["id"].as_str().unwrap();
+        http.post(format!("{stripe}/v1/webhook_endpoints/{id}"))
+            .bearer_auth("sk_test_local")
+            .form(&[("disabled", "true")])
+            .send()
+            .await
+            .unwrap();
+    }
+    let bought: serde_json::Value = http
+        .post(format!("{}/v1/credits/purchase", stack.api_url))
+        .bearer_auth(stack.api_key.expose())
+        .json(
+            &serde_json::json!({"external_user_id": "u1", "pack_type": "medium",
+            "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paid = http
+        .post(bought["checkout_url"].as_str().unwrap())
+        .form(&[("card_number", "4242 4242 4242 4242")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+
+    let reconcile = |args: &'static [&'static str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_admin"));
+        command
+            .arg("--endpoint-url")
+            .arg(&stack.dynamodb_endpoint)
+            .arg("reconcile")
+            .args(args)
+            .env("STRIPE_API_BASE", &stripe)
+            .env_remove("STRIPE_SECRET_ID");
+        async move {
+            tokio::task::spawn_blocking(move || command.output().expect("admin runs"))
+                .await
+                .unwrap()
+        }
+    };
+    let dry = stdout(&reconcile(&["--dry-run", "--since", "1h"]).await);
+    assert!(dry.starts_with("KIND"), "{dry}");
+    assert!(dry.contains("ungranted_session"), "{dry}");
+    assert!(dry.contains("none (dry run)"), "{dry}");
+    let fixed = stdout(&reconcile(&["--since", "1h"]).await);
+    assert!(
+        fixed.contains("ungranted_session") && fixed.contains("granted"),
+        "{fixed}"
+    );
+    let clean = stdout(&reconcile(&[]).await);
+    assert!(clean.starts_with("No drift:"), "{clean}");
+    let refused = reconcile(&["--since", "2x"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("30d, 72h, 90m"));
+}
