@@ -24,9 +24,8 @@ use std::time::Duration;
 pub struct SubjectSync {
     /// Every subscription Stripe has for the customer, newest first.
     pub subscriptions: Vec<SubscriptionSnapshot>,
-    /// The subject's item before the sync (as the caller read it) and after it.
+    /// The subject's item before the sync, as the caller read it.
     pub before: Option<SubscriptionRecord>,
-    pub after: Option<SubscriptionRecord>,
 }
 
 impl SubjectSync {
@@ -91,16 +90,12 @@ pub async fn sync_subject(
     payment_error: Option<String>,
 ) -> Result<SubjectSync, ApiError> {
     let subscriptions = state.stripe.subscriptions_of(customer_id).await?;
-    let after = match current(&subscriptions) {
-        Some(snapshot) => store_snapshot(state, account, subject, snapshot, payment_error)
-            .await?
-            .or_else(|| before.clone()),
-        None => before.clone(),
-    };
+    if let Some(snapshot) = current(&subscriptions) {
+        store_snapshot(state, account, subject, snapshot, payment_error).await?;
+    }
     let synced = SubjectSync {
         subscriptions,
         before,
-        after,
     };
     if synced.live_count() > 1 {
         tracing::error!(
