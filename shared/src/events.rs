@@ -201,18 +201,27 @@ async fn subscription_checkout_completed(
             .and_then(|s| s.default_payment_method.clone()),
         _ => None,
     };
-    if let Some(card) = card
-        && state
-            .stripe
-            .default_payment_method(customer)
-            .await?
-            .is_none()
-    {
+    // A convenience (a server-side create also falls back to the subscription's card):
+    // when it cannot be done, the event still counts as applied.
+    if let Some(card) = card {
         let key = format!("default_pm:{session}");
-        state
-            .stripe
-            .set_default_payment_method(customer, &card, &key)
-            .await?;
+        let set = async {
+            if state
+                .stripe
+                .default_payment_method(customer)
+                .await?
+                .is_none()
+            {
+                state
+                    .stripe
+                    .set_default_payment_method(customer, &card, &key)
+                    .await?;
+            }
+            Ok::<(), crate::stripe::StripeFailure>(())
+        };
+        if let Err(e) = set.await {
+            tracing::warn!(error = %e, customer, "making the Checkout's card the customer's default");
+        }
     }
     Ok(effect)
 }

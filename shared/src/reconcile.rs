@@ -41,6 +41,8 @@ pub enum DriftKind {
     PendingPurchase,
     /// What our copy names no longer exists in Stripe.
     MissingInStripe,
+    /// Reconciling this item failed (the error is in `stripe`); the run went on.
+    Failed,
 }
 
 impl DriftKind {
@@ -51,6 +53,7 @@ impl DriftKind {
             DriftKind::UngrantedSession => "ungranted_session",
             DriftKind::PendingPurchase => "pending_purchase",
             DriftKind::MissingInStripe => "missing_in_stripe",
+            DriftKind::Failed => "failed",
         }
     }
 }
@@ -66,8 +69,26 @@ pub struct Drift {
     /// What we had, then what Stripe says.
     pub ours: String,
     pub stripe: String,
-    /// What the run did: `synced`, `granted`, `closed`, `reported`, or `none (dry run)`.
+    /// What the run did: `synced`, `granted`, `closed`, `reported`, `refused (a newer read
+    /// is stored)`, `error`, or `none (dry run)`.
     pub action: String,
+}
+
+impl Report {
+    /// Records a drift, and logs it at once: a run cut short still leaves its trace.
+    fn push(&mut self, drift: Drift) {
+        tracing::warn!(
+            kind = drift.kind.as_str(),
+            account = %drift.account,
+            subject = %drift.subject,
+            object = %drift.object,
+            ours = %drift.ours,
+            stripe = %drift.stripe,
+            action = %drift.action,
+            "drift"
+        );
+        self.drifts.push(drift);
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,18 +177,6 @@ pub async fn run(
     let mut report = Report::default();
     walk_events(state, options, progress, &mut report).await?;
     walk_subjects(state, options, progress, &mut report).await?;
-    for d in &report.drifts {
-        tracing::warn!(
-            kind = d.kind.as_str(),
-            account = %d.account,
-            subject = %d.subject,
-            object = %d.object,
-            ours = %d.ours,
-            stripe = %d.stripe,
-            action = %d.action,
-            "drift"
-        );
-    }
     tracing::info!(
         events = report.events_read,
         subjects = report.subjects_read,
@@ -194,6 +203,8 @@ async fn walk_events(
 ) -> Result<(), ApiError> {
     progress.phase("Stripe events");
     let mut cursor: Option<String> = None;
+    // A session can have two events (completed, then async_payment_succeeded): one drift.
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..MAX_EVENT_PAGES {
         let page = state
             .stripe
@@ -205,36 +216,47 @@ async fn walk_events(
             let Some(event) = Event::from_json(raw) else {
                 continue;
             };
-            let Some(missing) = events::missing_effect(state, &event).await? else {
-                continue;
-            };
-            let kind = if event.type_.ends_with("completed") || event.type_.ends_with("succeeded") {
-                DriftKind::UngrantedSession
-            } else {
-                DriftKind::PendingPurchase
-            };
-            let done = match kind {
-                DriftKind::UngrantedSession => "granted",
-                _ => "closed",
-            };
-            if !options.dry_run {
-                events::apply(state, &event).await?;
-            }
+            let session = event.object["id"].as_str().unwrap_or_default().to_string();
             let meta = |k: &str| {
                 event.object["metadata"][k]
                     .as_str()
                     .unwrap_or_default()
                     .to_string()
             };
-            report.drifts.push(Drift {
+            let drift = |kind, ours: String, action: String| Drift {
                 kind,
                 account: meta(crate::subscriptions::META_ACCOUNT),
                 subject: meta(crate::subscriptions::META_SUBJECT),
-                object: event.object["id"].as_str().unwrap_or_default().to_string(),
-                ours: missing,
+                object: session.clone(),
+                ours,
                 stripe: event.type_.clone(),
-                action: action(options, done),
-            });
+                action,
+            };
+            let missing = match events::missing_effect(state, &event).await {
+                Ok(Some(missing)) if seen.insert(session.clone()) => missing,
+                Ok(_) => continue,
+                Err(e) => {
+                    report.push(drift(DriftKind::Failed, format!("{e:?}"), "error".into()));
+                    continue;
+                }
+            };
+            let (kind, done) =
+                if event.type_.ends_with("completed") || event.type_.ends_with("succeeded") {
+                    (DriftKind::UngrantedSession, "granted")
+                } else {
+                    (DriftKind::PendingPurchase, "closed")
+                };
+            let action = match options.dry_run {
+                true => action(options, done),
+                false => match events::apply(state, &event).await {
+                    Ok(_) => done.to_string(),
+                    Err(e) => {
+                        report.push(drift(DriftKind::Failed, format!("{e:?}"), "error".into()));
+                        continue;
+                    }
+                },
+            };
+            report.push(drift(kind, missing, action));
         }
         match page.next {
             Some(next) => cursor = Some(next),
@@ -284,7 +306,17 @@ async fn walk_subjects(
         for record in records {
             report.subjects_read += 1;
             progress.step();
-            reconcile_subject(state, options, &record, report).await?;
+            if let Err(e) = reconcile_subject(state, options, &record, report).await {
+                report.push(Drift {
+                    kind: DriftKind::Failed,
+                    account: record.account_id.clone(),
+                    subject: record.subject.clone(),
+                    object: record.stripe_customer_id.clone(),
+                    ours: String::new(),
+                    stripe: format!("{e:?}"),
+                    action: "error".into(),
+                });
+            }
         }
         match next {
             Some(next) => cursor = Some(next),
@@ -309,10 +341,11 @@ async fn reconcile_subject(
         stripe,
         action: action(options, done),
     };
+    let read_at = sync::read_started(state);
     let subscriptions = match state.stripe.subscriptions_of(customer).await {
         Ok(subscriptions) => subscriptions,
         Err(crate::stripe::StripeFailure::NotFound(message)) => {
-            report.drifts.push(Drift {
+            report.push(Drift {
                 action: "reported".into(),
                 ..drift(
                     DriftKind::MissingInStripe,
@@ -332,7 +365,7 @@ async fn reconcile_subject(
         .map(|s| s.id.as_str())
         .collect();
     if live.len() > 1 {
-        report.drifts.push(Drift {
+        report.push(Drift {
             action: "reported".into(),
             ..drift(
                 DriftKind::DuplicateSubscriptions,
@@ -355,10 +388,25 @@ async fn reconcile_subject(
     if sync::reflects(record, current) {
         return Ok(());
     }
-    if !options.dry_run {
-        sync::store_snapshot(state, &record.account_id, &record.subject, current, None).await?;
-    }
-    report.drifts.push(drift(
+    let done = if options.dry_run {
+        "synced"
+    } else {
+        let written = sync::store_snapshot(
+            state,
+            &record.account_id,
+            &record.subject,
+            current,
+            None,
+            read_at,
+        )
+        .await?;
+        if written.is_some() {
+            "synced"
+        } else {
+            "refused (a newer read is stored)"
+        }
+    };
+    report.push(drift(
         DriftKind::Subscription,
         &current.id,
         describe(
@@ -375,7 +423,7 @@ async fn reconcile_subject(
             current.current_period_end,
             current.cancel_at_period_end,
         ),
-        "synced",
+        done,
     ));
     Ok(())
 }
@@ -395,7 +443,7 @@ mod tests {
             report.table(),
             "No drift: 3 events and 2 subjects agree with Stripe.\n"
         );
-        report.drifts.push(Drift {
+        report.push(Drift {
             kind: DriftKind::Subscription,
             account: "acct_1".into(),
             subject: "self".into(),

@@ -487,40 +487,58 @@ impl Store {
         Ok(())
     }
 
-    /// Records `session_id` as the subject's open subscription Checkout (or clears it) and
-    /// returns the one it replaces, which the caller expires: a subject never has two
-    /// Checkouts that could both start a subscription. The subject's item must exist.
-    pub async fn replace_open_checkout(
+    /// The subject's open subscription Checkout, as last recorded (strongly consistent).
+    pub async fn open_checkout(
         &self,
         account: &str,
         subject: &str,
-        session_id: Option<&str>,
     ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(self.table(Table::Subscriptions))
+            .set_key(Some(Self::subscription_key(account, subject)))
+            .projection_expression("open_checkout")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(out
+            .item
+            .and_then(|i| i.get("open_checkout").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
+    /// Records `session_id` as the subject's open subscription Checkout (or clears it), if
+    /// the one recorded is still `expected`: the caller has expired `expected` first, so a
+    /// failure in between leaves it recorded for a retry to expire. `false` when another
+    /// request changed it meanwhile. The subject's item must exist.
+    pub async fn set_open_checkout(
+        &self,
+        account: &str,
+        subject: &str,
+        expected: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut request = self
             .client
             .update_item()
             .table_name(self.table(Table::Subscriptions))
-            .set_key(Some(Self::subscription_key(account, subject)))
-            .condition_expression("attribute_exists(account_id)")
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld);
+            .set_key(Some(Self::subscription_key(account, subject)));
+        request = match expected {
+            Some(old) => request
+                .condition_expression("attribute_exists(account_id) AND open_checkout = :old")
+                .expression_attribute_values(":old", AttributeValue::S(old.to_string())),
+            None => request.condition_expression(
+                "attribute_exists(account_id) AND attribute_not_exists(open_checkout)",
+            ),
+        };
         request = match session_id {
             Some(id) => request
                 .update_expression("SET open_checkout = :s")
                 .expression_attribute_values(":s", AttributeValue::S(id.to_string())),
             None => request.update_expression("REMOVE open_checkout"),
         };
-        match request.send().await {
-            Ok(out) => Ok(out
-                .attributes
-                .and_then(|a| a.get("open_checkout").and_then(|v| v.as_s().ok()).cloned())),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(sdk(e)),
-        }
+        condition_held(request.send().await)
     }
 
     /// Takes a short lease on the subject's plan item so that only one server-side

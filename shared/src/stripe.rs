@@ -90,11 +90,17 @@ fn failure(e: ClientError) -> StripeFailure {
             kind,
             message,
             param,
+            code,
         } => {
             let message = message.unwrap_or_else(|| format!("Stripe error {status}"));
             match status {
                 402 => StripeFailure::Card(message),
                 404 => StripeFailure::NotFound(message),
+                // An object named in a parameter that Stripe does not have (a deleted
+                // customer in a list's filter): Stripe answers 400 `resource_missing`.
+                400 if code.as_deref() == Some("resource_missing") => {
+                    StripeFailure::NotFound(message)
+                }
                 400 if param.as_deref().is_some_and(|p| CALLER_PARAMS.contains(&p)) => {
                     StripeFailure::InvalidInput {
                         param: param.unwrap_or_default(),
@@ -477,18 +483,23 @@ impl StripeApi {
         Ok(send!(self, request, None, wire::PortalSession)?.url)
     }
 
-    /// A subscription charged at once to the customer's default payment method; a decline is
-    /// a card error and leaves nothing behind.
+    /// A subscription charged at once to `payment_method`, or else the customer's default
+    /// payment method; a decline is a card error and leaves nothing behind.
     pub async fn create_subscription(
         &self,
         customer_id: &str,
         price_id: &str,
+        payment_method: Option<&str>,
         metadata: HashMap<String, String>,
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let mut item = CreateSubscriptionItems::new();
         item.price = Some(price_id.to_string());
-        let request = CreateSubscription::new()
+        let mut request = CreateSubscription::new();
+        if let Some(card) = payment_method {
+            request = request.default_payment_method(card);
+        }
+        let request = request
             .customer(customer_id)
             .items(vec![item])
             .metadata(metadata)

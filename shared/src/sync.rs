@@ -14,7 +14,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::stripe::SubscriptionSnapshot;
+use crate::stripe::{SessionEnd, SubscriptionSnapshot};
 use crate::subscriptions::{SubscriptionRecord, SyncedState};
 use std::future::Future;
 use std::time::Duration;
@@ -89,9 +89,10 @@ pub async fn sync_subject(
     before: Option<SubscriptionRecord>,
     payment_error: Option<String>,
 ) -> Result<SubjectSync, ApiError> {
+    let read_at = read_started(state);
     let subscriptions = state.stripe.subscriptions_of(customer_id).await?;
     if let Some(snapshot) = current(&subscriptions) {
-        store_snapshot(state, account, subject, snapshot, payment_error).await?;
+        store_snapshot(state, account, subject, snapshot, payment_error, read_at).await?;
     }
     let synced = SubjectSync {
         subscriptions,
@@ -109,17 +110,25 @@ pub async fn sync_subject(
     Ok(synced)
 }
 
-/// Stores one Stripe read of the subject's plan, forward-only; the item as written, or
-/// `None` when a newer read was stored first. The read's time is taken after it came back,
-/// so a read that finishes later reflects Stripe at a later time.
+/// The time to stamp a Stripe read with, taken before the request is sent (unix ms): a
+/// read sent later sees Stripe no earlier than one sent before it, however long either
+/// took to come back — so a slow read of an older state cannot overwrite a newer one.
+pub fn read_started(state: &AppState) -> i64 {
+    (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Stores one Stripe read of the subject's plan, forward-only: the item as written, or
+/// `None` when a read sent later was stored first. `read_at` is [`read_started`] of the
+/// Stripe call that answered `snapshot`.
 pub async fn store_snapshot(
     state: &AppState,
     account: &str,
     subject: &str,
     snapshot: &SubscriptionSnapshot,
     payment_error: Option<String>,
+    read_at: i64,
 ) -> Result<Option<SubscriptionRecord>, ApiError> {
-    let synced_at_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+    let synced_at_ms = read_at;
     let synced = SyncedState {
         snapshot,
         synced_at_ms,
@@ -129,6 +138,41 @@ pub async fn store_snapshot(
         .store
         .sync_subscription(account, subject, &synced)
         .await?)
+}
+
+/// Makes `keep` (a Checkout Session just created, or none) the subject's only open
+/// subscription Checkout: the one recorded before is expired first, and only then replaced,
+/// so a failure in between leaves it recorded for the retry to expire. If that one had been
+/// paid, Stripe made its subscription when it completed: when that subscription is live it is
+/// returned (the caller refuses to start another) and nothing is replaced; when it has ended
+/// it is no obstacle. Call it holding the subject's lease.
+pub async fn close_open_checkout(
+    state: &AppState,
+    account: &str,
+    subject: &str,
+    customer_id: &str,
+    keep: Option<&str>,
+) -> Result<Option<SubscriptionSnapshot>, ApiError> {
+    let previous = state.store.open_checkout(account, subject).await?;
+    if previous.as_deref() == keep {
+        return Ok(None);
+    }
+    if let Some(open) = previous.as_deref()
+        && state.stripe.expire_checkout_session(open).await? == SessionEnd::Completed
+    {
+        let synced = sync_subject(state, account, subject, customer_id, None, None).await?;
+        if let Some(live) = synced.live() {
+            return Ok(Some(live.clone()));
+        }
+    }
+    if !state
+        .store
+        .set_open_checkout(account, subject, previous.as_deref(), keep)
+        .await?
+    {
+        return Err(ApiError::RequestInProgress);
+    }
+    Ok(None)
 }
 
 /// How long a decision may hold the subject (far above the function's timeout, so a live

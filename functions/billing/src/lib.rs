@@ -16,7 +16,7 @@ use shared::openapi::{
     BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
     PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
 };
-use shared::stripe::{CheckoutMode, CheckoutRequest, SessionEnd};
+use shared::stripe::{CheckoutMode, CheckoutRequest};
 use shared::subscriptions::{
     META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_REPORT, PURPOSE_SUBSCRIPTION,
 };
@@ -221,26 +221,16 @@ async fn checkout(
             .await?;
         // One open subscription Checkout per subject: the one this replaces can no longer be
         // paid, so two tabs cannot start two subscriptions. If it was paid first, its
-        // subscription exists: this new one must not be payable either.
-        let previous = state
-            .store
-            .replace_open_checkout(account_id, &key, Some(&link.session_id))
-            .await?;
-        if let Some(previous) = previous.filter(|p| *p != link.session_id)
-            && state.stripe.expire_checkout_session(&previous).await? == SessionEnd::Completed
+        // subscription is the plan: this new session must not be payable either.
+        if let Some(live) =
+            sync::close_open_checkout(&state, account_id, &key, &customer, Some(&link.session_id))
+                .await?
         {
-            // It was paid, and Stripe made its subscription then. If that one is live (paid
-            // after our read), this new session must not be payable; if it has ended, it is
-            // no obstacle.
-            let synced =
-                sync::sync_subject(&state, account_id, &key, &customer, None, None).await?;
-            if let Some(live) = synced.live() {
-                state
-                    .stripe
-                    .expire_checkout_session(&link.session_id)
-                    .await?;
-                return Err(already_subscribed(&live.id));
-            }
+            state
+                .stripe
+                .expire_checkout_session(&link.session_id)
+                .await?;
+            return Err(already_subscribed(&live.id));
         }
         Ok(link)
     })

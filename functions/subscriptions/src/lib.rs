@@ -18,7 +18,7 @@ use shared::openapi::{
     PayloadTooLarge, RequestInProgress, SubscriptionStatus, Unauthorized, UpstreamUnavailable,
 };
 use shared::query::Query;
-use shared::stripe::{Proration, SessionEnd, SubscriptionSnapshot};
+use shared::stripe::{Proration, SubscriptionSnapshot};
 use shared::subscriptions::{
     META_ACCOUNT, META_CHANGED_BY, META_CREATED_BY, META_PREVIOUS_TIER, META_PRORATION_CENTS,
     META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
@@ -157,14 +157,16 @@ struct Created {
 }
 
 /// Records Stripe's answer at once; the webhook keeps it in sync afterwards.
-/// Stores Stripe's answer to a change we made (the same forward-only tail as every sync).
+/// Stores Stripe's answer to a call sent at `read_at` ([`sync::read_started`]): the same
+/// forward-only tail as every sync.
 async fn record(
     state: &AppState,
     account: &str,
     subject: &str,
     snapshot: &SubscriptionSnapshot,
+    read_at: i64,
 ) -> Result<(), ApiError> {
-    sync::store_snapshot(state, account, subject, snapshot, None).await?;
+    sync::store_snapshot(state, account, subject, snapshot, None, read_at).await?;
     Ok(())
 }
 
@@ -304,29 +306,25 @@ async fn create_locked(
         }
         return Err(already(live));
     }
-    if let Some(open) = state
-        .store
-        .replace_open_checkout(account, subject, None)
-        .await?
-        && state.stripe.expire_checkout_session(&open).await? == SessionEnd::Completed
-    {
-        // It was paid: Stripe made its subscription when it completed. Live now (paid a
-        // moment ago, after our read), it is the subject's plan; ended, it is no obstacle.
-        let synced = sync::sync_subject(state, account, subject, customer, None, None).await?;
-        if let Some(live) = synced.live() {
-            return Err(already(live));
-        }
+    // No open Checkout may start a second subscription; one paid first is the plan.
+    if let Some(live) = sync::close_open_checkout(state, account, subject, customer, None).await? {
+        return Err(already(&live));
     }
-    if state
-        .stripe
-        .default_payment_method(customer)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::PaymentFailed {
-            stripe_error: "The customer has no default payment method.".into(),
-        });
-    }
+    // The customer's default card; else the card of its newest subscription that has one
+    // (what its subscription Checkout collected, should the webhook that makes it the
+    // customer's default never have come).
+    let card = match state.stripe.default_payment_method(customer).await? {
+        Some(_) => None,
+        None => Some(
+            synced
+                .subscriptions
+                .iter()
+                .find_map(|s| s.default_payment_method.clone())
+                .ok_or_else(|| ApiError::PaymentFailed {
+                    stripe_error: "The customer has no default payment method.".into(),
+                })?,
+        ),
+    };
     let price = tier
         .info()
         .stripe_price_id
@@ -338,11 +336,12 @@ async fn create_locked(
         (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
         (META_CREATED_BY.to_string(), request.clone()),
     ]);
+    let sent = sync::read_started(state);
     let snapshot = state
         .stripe
-        .create_subscription(customer, price, metadata, &request)
+        .create_subscription(customer, price, card.as_deref(), metadata, &request)
         .await?;
-    record(state, account, subject, &snapshot).await?;
+    record(state, account, subject, &snapshot, sent).await?;
     Ok(snapshot)
 }
 
@@ -505,8 +504,9 @@ async fn set_cancel_at_period_end(
 ) -> Result<Json<CancelState>, ApiError> {
     let r = owned(state, account, id).await?;
     // Whether it renews decides a charge: decide on Stripe's view, and keep it.
+    let sent = sync::read_started(state);
     let current = state.stripe.subscription(id).await?;
-    record(state, account.id.as_str(), &r.subject, &current).await?;
+    record(state, account.id.as_str(), &r.subject, &current, sent).await?;
     if !current.is_live() {
         return Err(ended(id));
     }
@@ -525,11 +525,12 @@ async fn set_cancel_at_period_end(
         ));
     }
     let key = stripe_key_for(idem.as_ref(), if cancel { "cancel" } else { "reactivate" });
+    let sent = sync::read_started(state);
     let snap = state
         .stripe
         .set_cancel_at_period_end(id, cancel, &key)
         .await?;
-    record(state, account.id.as_str(), &r.subject, &snap).await?;
+    record(state, account.id.as_str(), &r.subject, &snap, sent).await?;
     Ok(cancel_state(
         id,
         &snap.status,
@@ -631,8 +632,9 @@ async fn upgrade(
     let r = owned(&state, &account, &id).await?;
     // This request's change has one identity; Stripe's copy of the subscription carries it.
     let change = stripe_key_for(idem.as_ref(), "change_price");
+    let sent = sync::read_started(&state);
     let current = state.stripe.subscription(&id).await?;
-    record(&state, account.id.as_str(), &r.subject, &current).await?;
+    record(&state, account.id.as_str(), &r.subject, &current, sent).await?;
     if current.metadata.get(META_CHANGED_BY) == Some(&change) {
         // An earlier attempt of this request made the change and lost its answer: answer
         // what it would have, from what it recorded with the change.
@@ -684,11 +686,12 @@ async fn upgrade(
             proration_cents.to_string(),
         ),
     ]);
+    let sent = sync::read_started(&state);
     let snap = state
         .stripe
         .change_price(&id, &item, price, proration, metadata, &change)
         .await?;
-    record(&state, account.id.as_str(), &r.subject, &snap).await?;
+    record(&state, account.id.as_str(), &r.subject, &snap, sent).await?;
     Ok(upgraded(&snap, new_tier, current.tier, proration_cents))
 }
 

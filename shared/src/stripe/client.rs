@@ -36,6 +36,8 @@ pub enum ClientError {
         message: Option<String>,
         /// The request parameter Stripe blames, when it names one.
         param: Option<String>,
+        /// Stripe's error `code` (`resource_missing`, `card_declined`…), when it gives one.
+        code: Option<String>,
     },
     /// No answer: connection, TLS or protocol failure, or the timeout.
     #[error("no answer from Stripe: {0}")]
@@ -64,6 +66,7 @@ struct ErrorObject {
     kind: Option<String>,
     message: Option<String>,
     param: Option<String>,
+    code: Option<String>,
 }
 
 #[derive(Clone)]
@@ -199,6 +202,7 @@ impl StripeClient for HttpClient {
             kind: error.kind.unwrap_or_else(|| "unknown".into()),
             message: error.message,
             param: error.param,
+            code: error.code,
         })
     }
 }

@@ -62,12 +62,11 @@ pub enum Command {
 
 /// A look-back like `30d`, `72h` or `90m`, in seconds: 1 minute to 30 days.
 pub fn parse_since(raw: &str) -> Result<i64, String> {
-    let (number, unit) = raw.split_at(raw.len().saturating_sub(1));
-    let scale = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        _ => return Err(format!("`{raw}`: a number and d, h or m (30d, 72h, 90m)")),
+    let unit = [("d", 86_400), ("h", 3_600), ("m", 60)]
+        .into_iter()
+        .find_map(|(suffix, scale)| raw.strip_suffix(suffix).map(|n| (n, scale)));
+    let Some((number, scale)) = unit else {
+        return Err(format!("`{raw}`: a number and d, h or m (30d, 72h, 90m)"));
     };
     number
         .parse::<i64>()
@@ -140,17 +139,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
             )?;
         }
         Command::Reconcile { since, dry_run } => {
-            let state = if cli.local || cli.endpoint_url.is_some() {
-                let mut config = config;
-                if cli.local && std::env::var_os("STRIPE_API_BASE").is_none() {
-                    config.stripe_api_base = LOCAL_STRIPE_API_BASE.into();
+            let mut config = config;
+            if cli.local && std::env::var_os("STRIPE_API_BASE").is_none() {
+                config.stripe_api_base = LOCAL_STRIPE_API_BASE.into();
+            }
+            // Stripe's key as the functions read it: the Secrets Manager secret (with the
+            // operator's AWS credentials, profiles and SSO included), else the environment.
+            let keys = match &config.stripe_secret_id {
+                Some(secret_id) => {
+                    let aws =
+                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                    let client = aws_sdk_secretsmanager::Client::new(&aws);
+                    shared::secrets::load_from(&client, secret_id, config.stage).await?
                 }
-                let keys = shared::secrets::from_env(config.stage)?;
-                let dynamodb = store.client().clone();
-                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))?
-            } else {
-                shared::AppState::from_env().await?
+                None => shared::secrets::from_env(config.stage)?,
             };
+            let dynamodb = store.client().clone();
+            let state =
+                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))?;
             let options = Options {
                 since: clock.now().unix_timestamp() - since,
                 dry_run,
@@ -218,4 +224,19 @@ async fn reconcile(state: &shared::AppState, options: Options) -> anyhow::Result
         bar.finish();
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn look_backs_are_days_hours_or_minutes_up_to_thirty_days() {
+        assert_eq!(parse_since("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_since("72h"), Ok(72 * 3_600));
+        assert_eq!(parse_since("90m"), Ok(90 * 60));
+        for bad in ["", "d", "31d", "0m", "5é", "1w", "-1h", "h1"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -767,3 +767,96 @@ async fn cancel_decides_on_stripes_view_not_a_stale_copy() {
     let (_, in_stripe) = app.stripe_call(Method::GET, &path, &[]).await;
     assert_eq!(in_stripe["cancel_at_period_end"], true, "{in_stripe}");
 }
+
+/// Two tabs, and Stripe fails to expire the first tab's Checkout: the second tab's request
+/// answers 502 and keeps the first session recorded, so its retry expires it. Never two
+/// payable Checkouts.
+#[tokio::test]
+async fn a_checkout_whose_previous_session_would_not_expire_expires_it_on_retry() {
+    let app = TestApp::spawn(local::router).await;
+    let (status, first) = send(
+        &app,
+        Method::POST,
+        "/v1/billing/checkout",
+        Some(checkout_body("pro", None)),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let s1 = first["session_id"].as_str().unwrap();
+    app.stripe_fault(&[
+        ("method", "POST"),
+        ("path_prefix", &format!("/v1/checkout/sessions/{s1}/expire")),
+    ])
+    .await;
+    let key = [("Idempotency-Key", "tab-2")];
+    let body = Some(checkout_body("pro", None));
+    let (status, failed) = send(
+        &app,
+        Method::POST,
+        "/v1/billing/checkout",
+        body.clone(),
+        &key,
+    )
+    .await;
+    assert_eq!(status, 502, "{failed}");
+    let (status, second) = send(&app, Method::POST, "/v1/billing/checkout", body, &key).await;
+    assert_eq!(status, 200, "{second}");
+    let (_, s1_now) = app
+        .stripe_call(Method::GET, &format!("/v1/checkout/sessions/{s1}"), &[])
+        .await;
+    assert_eq!(s1_now["status"], "expired", "{s1_now}");
+    let customer = customer_of(&app, "self").await;
+    let (_, open) = app
+        .stripe_call(
+            Method::GET,
+            "/v1/checkout/sessions",
+            &[("customer", &customer), ("status", "open")],
+        )
+        .await;
+    let open: Vec<&str> = open["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(open, [second["session_id"].as_str().unwrap()]);
+}
+
+/// A server-side subscription charges the card the subject's subscription Checkout
+/// collected even when the webhook that makes it the customer's default never came: on real
+/// Stripe (and the emulator) Checkout puts it on the subscription only.
+#[tokio::test]
+async fn a_server_side_create_charges_the_card_checkout_collected_without_its_webhook() {
+    let app = TestApp::spawn(local::router).await;
+    app.set_webhooks(false).await;
+    checkout_and_pay(&app, "pro", None).await;
+    let customer = customer_of(&app, "self").await;
+    let subs = stripe_subscriptions(&app, &customer).await;
+    let id = subs[0]["id"].as_str().unwrap();
+    let (_, cus) = app
+        .stripe_call(Method::GET, &format!("/v1/customers/{customer}"), &[])
+        .await;
+    assert!(
+        cus["invoice_settings"]["default_payment_method"].is_null(),
+        "{cus}"
+    );
+    let (status, _) = app
+        .stripe_call(Method::DELETE, &format!("/v1/subscriptions/{id}"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/v1/subscriptions",
+        Some(json!({"tier": "enterprise", "stripe_customer_id": customer})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status, created["status"].as_str()),
+        (200, Some("active")),
+        "{created}"
+    );
+    assert_eq!(created["tier"], "enterprise");
+}
