@@ -364,19 +364,20 @@ async fn reconcile_subject(
         .filter(|s| s.is_live())
         .map(|s| s.id.as_str())
         .collect();
+    let ours = describe(
+        record.stripe_subscription_id.as_deref(),
+        record.status.as_deref(),
+        record.tier,
+        record.current_period_end,
+        record.cancel_at_period_end,
+    );
     if live.len() > 1 {
         report.push(Drift {
             action: "reported".into(),
             ..drift(
                 DriftKind::DuplicateSubscriptions,
                 customer,
-                describe(
-                    record.stripe_subscription_id.as_deref(),
-                    record.status.as_deref(),
-                    record.tier,
-                    record.current_period_end,
-                    record.cancel_at_period_end,
-                ),
+                ours.clone(),
                 format!("{} live: {}", live.len(), live.join(", ")),
                 "",
             )
@@ -409,13 +410,7 @@ async fn reconcile_subject(
     report.push(drift(
         DriftKind::Subscription,
         &current.id,
-        describe(
-            record.stripe_subscription_id.as_deref(),
-            record.status.as_deref(),
-            record.tier,
-            record.current_period_end,
-            record.cancel_at_period_end,
-        ),
+        ours,
         describe(
             Some(&current.id),
             Some(&current.status),
