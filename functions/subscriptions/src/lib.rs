@@ -156,7 +156,6 @@ struct Created {
     stripe_subscription_id: String,
 }
 
-/// Records Stripe's answer at once; the webhook keeps it in sync afterwards.
 /// Stores Stripe's answer to a call sent at `read_at` ([`sync::read_started`]): the same
 /// forward-only tail as every sync.
 async fn record(
@@ -506,23 +505,28 @@ async fn set_cancel_at_period_end(
     // Whether it renews decides a charge: decide on Stripe's view, and keep it.
     let sent = sync::read_started(state);
     let current = state.stripe.subscription(id).await?;
-    record(state, account.id.as_str(), &r.subject, &current, sent).await?;
-    if !current.is_live() {
-        return Err(ended(id));
-    }
     let message = |period_end: Option<i64>, changed: bool| match (cancel, changed) {
         (true, _) => cancel_message(period_end),
         (false, true) => "Subscription reactivated successfully".to_string(),
         (false, false) => "Subscription is already active".to_string(),
     };
-    if current.cancel_at_period_end == cancel {
-        return Ok(cancel_state(
+    // Nothing to change: our copy keeps what Stripe said, and that is the answer.
+    let unchanged = if !current.is_live() {
+        Some(Err(ended(id)))
+    } else if current.cancel_at_period_end == cancel {
+        Some(Ok(cancel_state(
             id,
             &current.status,
             cancel,
             current.current_period_end,
             message(current.current_period_end, false),
-        ));
+        )))
+    } else {
+        None
+    };
+    if let Some(answer) = unchanged {
+        record(state, account.id.as_str(), &r.subject, &current, sent).await?;
+        return answer;
     }
     let key = stripe_key_for(idem.as_ref(), if cancel { "cancel" } else { "reactivate" });
     let sent = sync::read_started(state);
@@ -634,8 +638,8 @@ async fn upgrade(
     let change = stripe_key_for(idem.as_ref(), "change_price");
     let sent = sync::read_started(&state);
     let current = state.stripe.subscription(&id).await?;
-    record(&state, account.id.as_str(), &r.subject, &current, sent).await?;
-    if current.metadata.get(META_CHANGED_BY) == Some(&change) {
+    // Nothing to change: our copy keeps what Stripe said, and that decides the answer.
+    let unchanged = if current.metadata.get(META_CHANGED_BY) == Some(&change) {
         // An earlier attempt of this request made the change and lost its answer: answer
         // what it would have, from what it recorded with the change.
         let previous = current
@@ -647,16 +651,20 @@ async fn upgrade(
             .get(META_PRORATION_CENTS)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        return Ok(upgraded(&current, new_tier, previous, cents));
-    }
-    if !current.is_live() {
-        return Err(ended(&id));
-    }
-    if current.tier == Some(new_tier) {
-        return Err(ApiError::invalid(
+        Some(Ok(upgraded(&current, new_tier, previous, cents)))
+    } else if !current.is_live() {
+        Some(Err(ended(&id)))
+    } else if current.tier == Some(new_tier) {
+        Some(Err(ApiError::invalid(
             "new_tier",
             format!("The subscription is already on {}.", new_tier.as_str()),
-        ));
+        )))
+    } else {
+        None
+    };
+    if let Some(answer) = unchanged {
+        record(&state, account.id.as_str(), &r.subject, &current, sent).await?;
+        return answer;
     }
     let item = current
         .item_id

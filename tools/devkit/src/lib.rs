@@ -2,9 +2,11 @@
 //! on a random port: what `make dev` and every integration test run against.
 
 pub mod calls;
+pub mod faults;
 pub mod ministack;
 use anyhow::Context;
 pub use calls::CallCounter;
+pub use faults::DynamoFaults;
 use shared::AppState;
 use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};
@@ -101,6 +103,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub engine: Engine,
     pub stripe: EmulatorHandle,
+    /// Fails chosen DynamoDB calls of the app on purpose (unarmed: none).
+    pub dynamodb_faults: DynamoFaults,
 }
 
 impl TestApp {
@@ -140,7 +144,9 @@ impl TestApp {
             },
         )
         .await?;
-        let state = local_state(engine.client(), stripe.base_url(), clock).await?;
+        let dynamodb_faults = DynamoFaults::default();
+        let client = dynamodb_faults.local_client(&engine.endpoint);
+        let state = local_state(client, stripe.base_url(), clock).await?;
         let account = AccountId::parse("acct_test_1").map_err(anyhow::Error::msg)?;
         let (key, _) =
             keys::issue(&state.store, state.clock.as_ref(), &account, Stage::Test).await?;
@@ -156,6 +162,7 @@ impl TestApp {
                 .build()?,
             engine,
             stripe,
+            dynamodb_faults,
         })
     }
 

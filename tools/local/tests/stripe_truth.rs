@@ -860,3 +860,34 @@ async fn a_server_side_create_charges_the_card_checkout_collected_without_its_we
     );
     assert_eq!(created["tier"], "enterprise");
 }
+
+/// Issue item 2, the other way an answer is lost: the change reached Stripe, then our write
+/// failed (a throttled table), so the request answered 500. The retry with the same
+/// Idempotency-Key converges on the change Stripe already has.
+#[tokio::test]
+async fn an_upgrade_whose_write_failed_after_stripe_converges_on_retry() {
+    let app = TestApp::spawn(local::router).await;
+    checkout_and_pay(&app, "pro", None).await;
+    let sub = wait_for(&app, None, |s| s["status"] == "active").await;
+    let id = sub["subscription_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/subscriptions/{id}/upgrade");
+    // No webhook writes in between: the upgrade's one write, Stripe's answer to the change,
+    // is the only UpdateItem, and it fails.
+    app.settle_webhooks().await;
+    app.set_webhooks(false).await;
+    app.dynamodb_faults.arm("UpdateItem", 0, 1);
+    let key = [("Idempotency-Key", "upgrade-write")];
+    let body = json!({"new_tier": "enterprise"});
+    let (status, failed) = send(&app, Method::PUT, &path, Some(body.clone()), &key).await;
+    assert_eq!(
+        (status, failed["error"]["code"].as_str()),
+        (500, Some("internal_error")),
+        "{failed}"
+    );
+    let (status, up) = send(&app, Method::PUT, &path, Some(body), &key).await;
+    assert_eq!(status, 200, "{up}");
+    assert_eq!(
+        (up["tier"].as_str(), up["previous_tier"].as_str()),
+        (Some("enterprise"), Some("pro"))
+    );
+}
