@@ -40,11 +40,7 @@ impl CallCounter {
 
     /// A client for `endpoint` (as [`shared::store::local_client`]) whose calls are counted here.
     pub fn local_client(&self, endpoint: &str) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::from_conf(
-            shared::store::local_config(endpoint)
-                .interceptor(self.clone())
-                .build(),
-        )
+        crate::intercepted_client(endpoint, self.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {

@@ -36,11 +36,7 @@ impl DynamoFaults {
 
     /// A client for `endpoint` (as [`shared::store::local_client`]) with these faults.
     pub fn local_client(&self, endpoint: &str) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::from_conf(
-            shared::store::local_config(endpoint)
-                .interceptor(self.clone())
-                .build(),
-        )
+        crate::intercepted_client(endpoint, self.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rule>> {

@@ -71,6 +71,19 @@ impl Engine {
     }
 }
 
+/// A client for the engine at `endpoint` (as [`shared::store::local_client`]) whose calls go
+/// through `interceptor` (a [`CallCounter`], [`DynamoFaults`]).
+pub fn intercepted_client(
+    endpoint: &str,
+    interceptor: impl aws_sdk_dynamodb::config::Intercept + 'static,
+) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        shared::store::local_config(endpoint)
+            .interceptor(interceptor)
+            .build(),
+    )
+}
+
 /// The Stripe keys of the local stack: any test key works with the emulator, and the
 /// webhook secret is the emulator's.
 pub fn local_stripe_keys() -> StripeKeys {
