@@ -162,13 +162,11 @@ async fn sync_customer_of(
         tracing::warn!(customer, "an object of a customer no account owns; ignored");
         return Ok(Effect::Ignored("a customer no account owns"));
     };
-    let before = state.store.subscription(&account, &subject).await?;
-    let sync = sync_subject(state, &account, &subject, customer, before, payment_error).await?;
+    let sync = sync_subject(state, &account, &subject, customer, payment_error).await?;
     tracing::info!(
         account,
         subject,
         status = sync.current().map(|s| s.status.as_str()),
-        drifted = sync.drifted(),
         "subject synced"
     );
     Ok(Effect::Synced {

@@ -24,8 +24,6 @@ use std::time::Duration;
 pub struct SubjectSync {
     /// Every subscription Stripe has for the customer, newest first.
     pub subscriptions: Vec<SubscriptionSnapshot>,
-    /// The subject's item before the sync, as the caller read it.
-    pub before: Option<SubscriptionRecord>,
 }
 
 impl SubjectSync {
@@ -43,16 +41,6 @@ impl SubjectSync {
     /// charge to report.
     pub fn live_count(&self) -> usize {
         self.subscriptions.iter().filter(|s| s.is_live()).count()
-    }
-
-    /// Whether our copy (before the sync) differed from Stripe's view in anything the API
-    /// shows or decides on.
-    pub fn drifted(&self) -> bool {
-        match (&self.before, self.current()) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(before), Some(current)) => !reflects(before, current),
-        }
     }
 }
 
@@ -78,15 +66,13 @@ pub fn current(subscriptions: &[SubscriptionSnapshot]) -> Option<&SubscriptionSn
     newest(true).or_else(|| newest(false))
 }
 
-/// Reads the customer's subscriptions from Stripe and stores the subject's plan from them.
-/// `before` is the subject's item as the caller read it (it is returned, not re-read);
+/// Reads the customer's subscriptions from Stripe and stores the subject's plan from them;
 /// `payment_error` is recorded with the state (a failed invoice's message).
 pub async fn sync_subject(
     state: &AppState,
     account: &str,
     subject: &str,
     customer_id: &str,
-    before: Option<SubscriptionRecord>,
     payment_error: Option<String>,
 ) -> Result<SubjectSync, ApiError> {
     let read_at = read_started(state);
@@ -94,10 +80,7 @@ pub async fn sync_subject(
     if let Some(snapshot) = current(&subscriptions) {
         store_snapshot(state, account, subject, snapshot, payment_error, read_at).await?;
     }
-    let synced = SubjectSync {
-        subscriptions,
-        before,
-    };
+    let synced = SubjectSync { subscriptions };
     if synced.live_count() > 1 {
         tracing::error!(
             account,
@@ -160,7 +143,7 @@ pub async fn close_open_checkout(
     if let Some(open) = previous.as_deref()
         && state.stripe.expire_checkout_session(open).await? == SessionEnd::Completed
     {
-        let synced = sync_subject(state, account, subject, customer_id, None, None).await?;
+        let synced = sync_subject(state, account, subject, customer_id, None).await?;
         if let Some(live) = synced.live() {
             return Ok(Some(live.clone()));
         }

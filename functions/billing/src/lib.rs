@@ -184,7 +184,7 @@ async fn checkout(
     let subject = Subject::from_input("external_user_id", body.external_user_id.as_deref())?;
     let key = subject.key();
     let existing = state.store.subscription(account.id.as_str(), &key).await?;
-    let customer = ensure_customer(&state, &account.id, &subject, existing.clone()).await?;
+    let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
     let price_id = tier
         .info()
         .stripe_price_id
@@ -210,8 +210,7 @@ async fn checkout(
     let account_id = account.id.as_str();
     // One decision that may start a subscription per subject at a time, on Stripe's view.
     let link = sync::hold_subject(&state, account_id, &key, async {
-        let synced =
-            sync::sync_subject(&state, account_id, &key, &customer, existing, None).await?;
+        let synced = sync::sync_subject(&state, account_id, &key, &customer, None).await?;
         if let Some(live) = synced.live() {
             return Err(already_subscribed(&live.id));
         }

@@ -297,8 +297,7 @@ async fn create_locked(
             ),
         )
     };
-    let synced =
-        sync::sync_subject(state, account, subject, customer, Some(owner.clone()), None).await?;
+    let synced = sync::sync_subject(state, account, subject, customer, None).await?;
     if let Some(live) = synced.live() {
         if live.metadata.get(META_CREATED_BY) == Some(&request) {
             return Ok(live.clone());
