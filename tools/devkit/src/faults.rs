@@ -1,37 +1,108 @@
-//! DynamoDB faults on purpose: an SDK interceptor that fails chosen calls before they are
-//! sent, as a throttled or unreachable table would. The test app's client always carries one
-//! (unarmed, it does nothing); production clients never do.
+//! DynamoDB faults on purpose: an SDK interceptor that fails chosen calls, as a throttled,
+//! conflicting or unreachable table would, or loses the answer of a call that took effect.
+//! The test app's client always carries one (unarmed, it does nothing); production clients
+//! never do.
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use std::sync::{Arc, Mutex};
+
+/// What an armed fault does to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DynamoFault {
+    /// The call never leaves (the SDK reports a dispatch-time error): no effect.
+    Unreachable,
+    /// DynamoDB answers `ThrottlingException` (which the SDK itself retries): no effect.
+    Throttle,
+    /// A transaction is cancelled with `TransactionConflict` (only `TransactWriteItems`;
+    /// other operations get [`DynamoFault::Throttle`]): no effect.
+    Conflict,
+    /// The call takes effect, then its answer is lost: the SDK sees a 500 (and retries).
+    LoseResponse,
+}
+
+impl DynamoFault {
+    pub const ALL: [DynamoFault; 4] = [
+        DynamoFault::Unreachable,
+        DynamoFault::Throttle,
+        DynamoFault::Conflict,
+        DynamoFault::LoseResponse,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DynamoFault::Unreachable => "dynamodb_unreachable",
+            DynamoFault::Throttle => "dynamodb_throttle",
+            DynamoFault::Conflict => "dynamodb_conflict",
+            DynamoFault::LoseResponse => "dynamodb_lost_response",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Rule {
-    operation: String,
+    /// `None`: any operation.
+    operation: Option<String>,
+    fault: DynamoFault,
     /// Matching calls to let through first.
     skip: u32,
     /// Matching calls to fail after those.
     fail: u32,
 }
 
-/// Armed faults, by operation. Clones share them.
+/// Armed faults, and the ones that fired. Clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct DynamoFaults {
     rules: Arc<Mutex<Vec<Rule>>>,
+    fired: Arc<Mutex<Vec<(String, DynamoFault)>>>,
 }
+
+/// The fault chosen for this attempt, carried from before-transmit to before-deserialization.
+#[derive(Debug, Clone, Copy)]
+struct Chosen(DynamoFault);
+
+impl Storable for Chosen {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The operation DynamoDB does not know: a request sent with it has no effect.
+const NO_OP_TARGET: &str = "DynamoDB_20120810.DevkitFaultNoOp";
 
 impl DynamoFaults {
     /// After letting `skip` calls of `operation` (`UpdateItem`, `TransactWriteItems`…)
-    /// through, fails the next `fail` of them.
+    /// through, fails the next `fail` of them before they are sent.
     pub fn arm(&self, operation: &str, skip: u32, fail: u32) {
+        self.arm_fault(Some(operation), DynamoFault::Unreachable, skip, fail);
+    }
+
+    /// As [`DynamoFaults::arm`] with the given fault; `operation` `None` matches any call.
+    pub fn arm_fault(&self, operation: Option<&str>, fault: DynamoFault, skip: u32, fail: u32) {
+        if fail == 0 {
+            return;
+        }
         self.lock().push(Rule {
-            operation: operation.to_string(),
+            operation: operation.map(str::to_string),
+            fault,
             skip,
             fail,
         });
+    }
+
+    /// Disarms every fault that has not fired.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// The faults that fired since the last call (operation, fault), oldest first.
+    pub fn take_fired(&self) -> Vec<(String, DynamoFault)> {
+        std::mem::take(&mut *self.fired.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// A client for `endpoint` (as [`shared::store::local_client`]) with these faults.
@@ -42,6 +113,45 @@ impl DynamoFaults {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Rule>> {
         self.rules.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The fault the next call of `operation` takes, if one is armed for it.
+    fn choose(&self, operation: &str) -> Option<DynamoFault> {
+        let mut rules = self.lock();
+        let index = rules
+            .iter()
+            .position(|r| r.operation.as_deref().is_none_or(|o| o == operation))?;
+        let rule = &mut rules[index];
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
+        }
+        rule.fail -= 1;
+        let fault = rule.fault;
+        if rule.fail == 0 {
+            rules.remove(index);
+        }
+        drop(rules);
+        self.fired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((operation.to_string(), fault));
+        Some(fault)
+    }
+}
+
+/// DynamoDB's JSON error answer of type `kind` (awsJson1_0 `__type`).
+fn error_response(status: u16, kind: &str, extra: &str) -> Response {
+    let body = format!(
+        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"devkit::DynamoFaults"{extra}}}"#
+    );
+    let mut response = Response::new(
+        StatusCode::try_from(status).unwrap_or_else(|_| StatusCode::try_from(500).expect("500")),
+        SdkBody::from(body),
+    );
+    response
+        .headers_mut()
+        .insert("content-type", "application/x-amz-json-1.0");
+    response
 }
 
 impl Intercept for DynamoFaults {
@@ -49,26 +159,60 @@ impl Intercept for DynamoFaults {
         "DynamoFaults"
     }
 
-    fn read_before_transmit(
+    fn modify_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
-        let mut rules = self.lock();
-        let Some(index) = rules.iter().position(|r| r.operation == operation) else {
+        let Some(fault) = self.choose(operation) else {
             return Ok(());
         };
-        let rule = &mut rules[index];
-        if rule.skip > 0 {
-            rule.skip -= 1;
+        let fault = match fault {
+            DynamoFault::Conflict if operation != "TransactWriteItems" => DynamoFault::Throttle,
+            other => other,
+        };
+        match fault {
+            DynamoFault::Unreachable => {
+                return Err(format!("{operation} failed on purpose (devkit::DynamoFaults)").into());
+            }
+            DynamoFault::Throttle | DynamoFault::Conflict => {
+                // Sent as an operation DynamoDB does not know, so it changes nothing; its
+                // answer is replaced below.
+                context
+                    .request_mut()
+                    .headers_mut()
+                    .insert("x-amz-target", NO_OP_TARGET);
+            }
+            DynamoFault::LoseResponse => {}
+        }
+        cfg.interceptor_state().store_put(Chosen(fault));
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Chosen(fault)) = cfg.load::<Chosen>().copied() else {
             return Ok(());
-        }
-        rule.fail -= 1;
-        if rule.fail == 0 {
-            rules.remove(index);
-        }
-        Err(format!("{operation} failed on purpose (devkit::DynamoFaults)").into())
+        };
+        // One attempt only: the SDK's retry of this call chooses again.
+        cfg.interceptor_state().unset::<Chosen>();
+        *context.response_mut() = match fault {
+            DynamoFault::Throttle | DynamoFault::Unreachable => {
+                error_response(400, "ThrottlingException", "")
+            }
+            DynamoFault::Conflict => error_response(
+                400,
+                "TransactionCanceledException",
+                r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
+            ),
+            DynamoFault::LoseResponse => error_response(500, "InternalServerError", ""),
+        };
+        Ok(())
     }
 }

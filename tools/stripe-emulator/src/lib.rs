@@ -21,9 +21,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use store::DeliveryJob;
 pub use webhooks::{DeliveryAttempt, sign as sign_webhook_payload};
 
 /// The API version the emulator speaks (the one async-stripe 1.0.0-rc.10 pins).
@@ -47,6 +49,10 @@ pub struct EmulatorOptions {
     pub attempt_timeout: Duration,
     /// The URL the emulator's pages are reached at, when not `http://<listener address>`.
     pub public_url: Option<String>,
+    /// Keep every delivery for [`EmulatorHandle::take_held_deliveries`] instead of sending
+    /// it: the caller becomes the delivery network (the simulation drops, duplicates,
+    /// reorders and delays them).
+    pub hold_deliveries: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -58,6 +64,7 @@ impl Default for EmulatorOptions {
             max_attempts: 5,
             attempt_timeout: Duration::from_secs(10),
             public_url: None,
+            hold_deliveries: false,
         }
     }
 }
@@ -88,9 +95,42 @@ pub struct EmulatorHandle {
     base_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    held: Option<Mutex<UnboundedReceiver<DeliveryJob>>>,
+}
+
+/// Reads the emulator's clock (cloneable, for a clock of the caller's that must agree).
+#[derive(Clone)]
+pub struct EmulatorClock(App);
+
+impl EmulatorClock {
+    /// Emulator time in unix seconds.
+    pub fn now(&self) -> i64 {
+        self.0.with(|s| s.now())
+    }
+}
+
+impl std::fmt::Debug for EmulatorClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EmulatorClock").field(&self.now()).finish()
+    }
 }
 
 impl EmulatorHandle {
+    /// A reader of emulator time.
+    pub fn clock(&self) -> EmulatorClock {
+        EmulatorClock(self.app.clone())
+    }
+
+    /// The deliveries queued since the last call, in the order their events happened (only
+    /// with [`EmulatorOptions::hold_deliveries`]; empty otherwise).
+    pub fn take_held_deliveries(&self) -> Vec<DeliveryJob> {
+        let Some(held) = &self.held else {
+            return Vec::new();
+        };
+        let mut rx = held.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
     /// `http://127.0.0.1:<port>`: the API base for `stripe::ClientBuilder::url`.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -164,14 +204,20 @@ pub async fn start(
         None => format!("http://{addr}"),
     };
     let log: webhooks::DeliveryLog = Arc::new(Mutex::new(Vec::new()));
-    let tx = webhooks::spawn_dispatcher(
-        webhooks::DeliveryConfig {
-            retry_base: options.retry_base,
-            max_attempts: options.max_attempts.max(1),
-            timeout: options.attempt_timeout,
-        },
-        log.clone(),
-    );
+    let (tx, held) = if options.hold_deliveries {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, Some(Mutex::new(rx)))
+    } else {
+        let tx = webhooks::spawn_dispatcher(
+            webhooks::DeliveryConfig {
+                retry_base: options.retry_base,
+                max_attempts: options.max_attempts.max(1),
+                timeout: options.attempt_timeout,
+            },
+            log.clone(),
+        );
+        (tx, None)
+    };
     let mut state = store::State::new(base_url.clone(), tx);
     catalog::seed(&mut state);
     if let Some(url) = &options.webhook_url {
@@ -197,6 +243,7 @@ pub async fn start(
         base_url,
         shutdown: Some(stx),
         task: Some(task),
+        held,
     })
 }
 
