@@ -427,7 +427,15 @@ pub async fn at_quiescence(sim: &mut Sim) -> Result<(), Failure> {
         };
         let pk = format!("{account}#{subject}");
         if !ledgers.get(&pk).is_some_and(|l| l.grants.contains_key(id)) {
-            return Err(("2 (paid sessions granted exactly once)", format!("{id} was paid in Stripe and never granted to {pk}")));
+            return Err((
+                "2 (paid sessions granted exactly once)",
+                format!(
+                    "{id} ({}, created at {}h) was paid in Stripe and never granted to {pk}; its webhooks:{}",
+                    session["metadata"]["purpose"],
+                    sim.hours(session["created"].as_i64().unwrap_or(0)),
+                    sim.network_of(id)
+                ),
+            ));
         }
     }
     sim.report.checks += checks;

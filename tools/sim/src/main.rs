@@ -43,6 +43,9 @@ async fn main() -> std::process::ExitCode {
         match run_seed(*seed, &options).await {
             Ok(report) => {
                 if args.trace {
+                    for line in &report.trace {
+                        println!("  {line}");
+                    }
                     println!("seed {seed}: {}", summary_of(&report));
                 }
                 add(&mut total, &report);

@@ -168,16 +168,43 @@ pub struct Step {
     pub keyed: bool,
 }
 
-const STRIPE_PATHS: [(&str, &str); 8] = [
-    ("POST", "/v1/customers"),
-    ("POST", "/v1/checkout/sessions"),
-    ("GET", "/v1/subscriptions"),
-    ("POST", "/v1/subscriptions"),
-    ("POST", "/v1/billing_portal/sessions"),
-    ("POST", "/v1/invoices"),
-    ("GET", "/v1/events"),
-    ("GET", "/v1/checkout/sessions"),
-];
+impl Op {
+    /// The Stripe calls this operation's requests make (where a Stripe fault can land).
+    fn stripe_calls(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Op::Checkout { .. } => &[
+                ("POST", "/v1/customers"),
+                ("GET", "/v1/subscriptions"),
+                ("POST", "/v1/checkout/sessions"),
+            ],
+            Op::Report { .. } | Op::Pack { .. } => {
+                &[("POST", "/v1/customers"), ("POST", "/v1/checkout/sessions")]
+            }
+            Op::ServerCreate { .. } => &[
+                ("GET", "/v1/customers"),
+                ("GET", "/v1/subscriptions"),
+                ("POST", "/v1/subscriptions"),
+            ],
+            Op::Upgrade { .. } => &[
+                ("GET", "/v1/subscriptions"),
+                ("POST", "/v1/invoices"),
+                ("POST", "/v1/subscriptions"),
+            ],
+            Op::Cancel { .. } | Op::Reactivate { .. } | Op::CrossProbe { .. } => {
+                &[("GET", "/v1/subscriptions"), ("POST", "/v1/subscriptions")]
+            }
+            Op::PortalCancel { .. } | Op::PortalFailingCard { .. } => {
+                &[("POST", "/v1/billing_portal/sessions")]
+            }
+            Op::Reconcile => &[
+                ("GET", "/v1/events"),
+                ("GET", "/v1/subscriptions"),
+                ("GET", "/v1/checkout/sessions"),
+            ],
+            _ => &[],
+        }
+    }
+}
 
 const DYNAMO_OPS: [Option<&str>; 7] = [
     None,
@@ -193,11 +220,13 @@ fn pick<T: Copy>(rng: &mut Xoshiro256PlusPlus, items: &[T]) -> T {
     items[rng.random_range(0..items.len())]
 }
 
+/// A subject for plan operations: the account itself or its first end user (few subjects,
+/// so operations on one plan meet).
 fn user(rng: &mut Xoshiro256PlusPlus) -> User {
-    if rng.random_bool(0.25) {
+    if rng.random_bool(0.4) {
         None
     } else {
-        Some(rng.random_range(0..USERS.len()))
+        Some(0)
     }
 }
 
@@ -303,8 +332,9 @@ pub fn draw(rng: &mut Xoshiro256PlusPlus, accounts: usize) -> Step {
         },
     };
     let mut faults = Faults::default();
-    if rng.random_bool(0.15) {
-        let (method, path_prefix) = pick(rng, &STRIPE_PATHS);
+    let calls = op.stripe_calls();
+    if !calls.is_empty() && rng.random_bool(0.3) {
+        let (method, path_prefix) = pick(rng, calls);
         let before = rng.random_bool(0.5);
         faults.stripe = Some(StripeFault {
             method,
@@ -353,6 +383,16 @@ impl Fate {
             Fate::Delayed(_) => "webhook_delayed",
         }
     }
+}
+
+/// A DynamoDB fault for a batch of webhook deliveries, sometimes.
+pub fn delivery_fault(rng: &mut Xoshiro256PlusPlus) -> Option<DbFault> {
+    rng.random_bool(0.1).then(|| DbFault {
+        operation: pick(rng, &DYNAMO_OPS),
+        fault: pick(rng, &DynamoFault::ALL),
+        skip: rng.random_range(0..4),
+        count: rng.random_range(1..=2),
+    })
 }
 
 pub fn fate(rng: &mut Xoshiro256PlusPlus) -> Fate {

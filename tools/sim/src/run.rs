@@ -41,6 +41,8 @@ pub struct SeedReport {
     pub checks: u64,
     /// Answers by status class (`2xx`, `4xx`, `5xx`, `killed`).
     pub answers: BTreeMap<String, u64>,
+    /// Every step, as run.
+    pub trace: Vec<String>,
 }
 
 /// An invariant that did not hold.
@@ -99,6 +101,8 @@ pub struct Sim {
     /// Idempotency keys' first final answers: (API key, Idempotency-Key) → answer.
     replays: HashMap<(String, String), Answer>,
     pub seen: Seen,
+    /// Every webhook's routing and delivery: (object id, line).
+    pub network_log: Vec<(String, String)>,
     started: i64,
     key_counter: u64,
     /// Faults of the running step (re-armed for nothing: each fires once at most).
@@ -127,6 +131,7 @@ impl Sim {
             trace: Vec::new(),
             replays: HashMap::new(),
             seen: Seen::default(),
+            network_log: Vec::new(),
             started,
             key_counter: 0,
             kill_at: None,
@@ -543,21 +548,23 @@ impl Sim {
                 Ok(format!("portal {action} {status}"))
             }
             Op::Advance { seconds } => {
-                self.advance(seconds).await?;
-                Ok(format!("now +{}h", seconds / HOUR))
-            }
-            Op::Reconcile => {
-                let result = reconciler::handle(&self.world.state, 72).await;
-                let faulted = self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
-                match result {
-                    Ok(summary) => Ok(format!("reconciled: {summary:?}")),
-                    Err(e) if faulted => Ok(format!("reconcile failed under a fault: {e}")),
-                    Err(e) => Err(violation(
-                        "6 (no 5xx without a fault, never a panic)",
-                        format!("the reconciler failed with no fault injected: {e}"),
-                    )),
+                // Time passes as it does in production: deliveries arrive when due and the
+                // scheduled reconciler runs (hourly there; here once per day of a jump).
+                let mut left = seconds;
+                let mut outs = Vec::new();
+                while left > 0 {
+                    let chunk = left.min(DAY);
+                    self.advance(chunk).await?;
+                    self.deliver_due(false).await?;
+                    left -= chunk;
+                    if chunk >= HOUR {
+                        outs.push(self.reconcile(72).await?);
+                    }
                 }
+                outs.dedup();
+                Ok(format!("now +{}h, {}", seconds / HOUR, outs.join("; ")))
             }
+            Op::Reconcile => self.reconcile(72).await,
             Op::CrossProbe { account, victim, user } => {
                 let id = self.subscription_id(victim, user).await?;
                 if id == "sub_sim_none" {
@@ -614,6 +621,23 @@ impl Sim {
         }
     }
 
+    /// The reconciler function's run over the last `hours`.
+    async fn reconcile(&mut self, hours: i64) -> Result<String, Failure> {
+        let result = reconciler::handle(&self.world.state, hours).await;
+        let faulted = self
+            .faults_fired()
+            .await
+            .map_err(|e| violation("harness", format!("{e:#}")))?;
+        match result {
+            Ok(summary) => Ok(format!("reconciled ({} drifts)", summary.drifts)),
+            Err(e) if faulted => Ok(format!("reconcile failed under a fault: {e}")),
+            Err(e) => Err(violation(
+                "6 (no 5xx without a fault, never a panic)",
+                format!("the reconciler failed with no fault injected: {e}"),
+            )),
+        }
+    }
+
     /// Arms the step's faults.
     async fn arm(&mut self, step: &Step) -> Result<(), Failure> {
         let harness = |e: anyhow::Error| violation("harness", format!("{e:#}"));
@@ -657,6 +681,15 @@ impl Sim {
         for job in self.world.stripe.take_held_deliveries() {
             let fate = ops::fate(&mut self.net);
             self.fault_fired(fate.kind());
+            let object = object_id(&job.payload);
+            let line = format!(
+                "{}h {} {} ({}) {fate:?}",
+                (now - self.started) / HOUR,
+                job.event_id,
+                job.event_type,
+                object
+            );
+            self.network_log.push((object, line));
             let copies = match fate {
                 Fate::Dropped => 0,
                 Fate::OnTime | Fate::Delayed(_) => 1,
@@ -693,6 +726,9 @@ impl Sim {
                 return Ok(delivered);
             }
             due.shuffle(&mut self.net);
+            if let Some(f) = ops::delivery_fault(&mut self.net) {
+                self.world.dynamo.arm_fault(f.operation, f.fault, f.skip, f.count);
+            }
             for mut p in due {
                 let answer = self
                     .world
@@ -701,6 +737,16 @@ impl Sim {
                     .map_err(|e| violation("harness", format!("{e:#}")))?;
                 self.report.deliveries += 1;
                 delivered += 1;
+                let object = object_id(&p.job.payload);
+                let line = format!(
+                    "{}h delivered {} {} ({object}) attempt {}: {}",
+                    (now - self.started) / HOUR,
+                    p.job.event_id,
+                    p.job.event_type,
+                    p.attempt,
+                    answer.short()
+                );
+                self.network_log.push((object, line));
                 let faulted = self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
                 self.count_answer(&answer);
                 self.report.checks += 1;
@@ -720,7 +766,7 @@ impl Sim {
                         ));
                     }
                 }
-                if answer.status().is_some_and(|s| s >= 300) {
+                if !answer.status().is_some_and(|s| s < 300) {
                     let backoff = HOUR << p.attempt.min(6);
                     if now + backoff - p.first <= STRIPE_RETRY_WINDOW {
                         p.attempt += 1;
@@ -731,6 +777,7 @@ impl Sim {
                     }
                 }
             }
+            self.world.dynamo.clear();
         }
     }
 
@@ -782,6 +829,29 @@ impl Sim {
 
     pub fn ledger_of(&self, pk: &str) -> Option<&Ledger> {
         self.seen.ledgers.get(pk)
+    }
+}
+
+/// The id of the object an event is about.
+fn object_id(payload: &str) -> String {
+    serde_json::from_str::<Value>(payload)
+        .ok()
+        .and_then(|e| e["data"]["object"]["id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Sim {
+    /// The network's log lines about `object`.
+    pub fn network_of(&self, object: &str) -> String {
+        self.network_log
+            .iter()
+            .filter(|(o, _)| o == object)
+            .map(|(_, l)| format!("\n    {l}"))
+            .collect()
+    }
+
+    pub fn hours(&self, t: i64) -> i64 {
+        (t - self.started) / HOUR
     }
 }
 
@@ -844,5 +914,6 @@ pub async fn run_seed(seed: u64, options: &Options) -> Result<SeedReport, Box<Vi
     if let Err(f) = sim.quiesce().await {
         return Err(fail(Some(&sim), "quiescence".into(), f));
     }
+    sim.report.trace = std::mem::take(&mut sim.trace);
     Ok(sim.report)
 }
