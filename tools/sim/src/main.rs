@@ -23,6 +23,9 @@ struct Args {
     /// Print every seed's trace, not only a failing one's.
     #[arg(long)]
     trace: bool,
+    /// Seeds run at once (each in its own world; they mostly wait on time, not CPU).
+    #[arg(long, env = "JOBS", default_value_t = 4)]
+    jobs: usize,
 }
 
 #[tokio::main]
@@ -39,8 +42,28 @@ async fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let mut total = SeedReport::default();
     let mut failed = Vec::new();
-    for seed in &seeds {
-        match run_seed(*seed, &options).await {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
+    let mut running = tokio::task::JoinSet::new();
+    for seed in seeds.clone() {
+        let (gate, options) = (gate.clone(), options.clone());
+        running.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            (seed, run_seed(seed, &options).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(result) => results.push(result),
+            Err(e) => {
+                eprintln!("a seed's task failed: {e}");
+                failed.push(u64::MAX);
+            }
+        }
+    }
+    results.sort_by_key(|(seed, _)| *seed);
+    for (seed, result) in results {
+        match result {
             Ok(report) => {
                 if args.trace {
                     for line in &report.trace {
@@ -52,7 +75,7 @@ async fn main() -> std::process::ExitCode {
             }
             Err(violation) => {
                 eprintln!("{violation}");
-                failed.push(*seed);
+                failed.push(seed);
             }
         }
     }

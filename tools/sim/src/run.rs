@@ -88,6 +88,17 @@ struct Pending {
     attempt: u32,
 }
 
+/// A subscription id no subject has (what a client without one would send).
+const NO_SUBSCRIPTION: &str = "sub_sim_none";
+
+/// What a step's operation looked up before its faults were armed.
+#[derive(Debug, Default)]
+struct Prepared {
+    subscription: String,
+    customer: String,
+    victim_before: Option<Value>,
+}
+
 /// One running seed.
 pub struct Sim {
     pub seed: u64,
@@ -338,7 +349,7 @@ impl Sim {
         let answer = self.client(call).await?;
         Ok(answer.body()["subscription_id"]
             .as_str()
-            .unwrap_or("sub_sim_none")
+            .unwrap_or(NO_SUBSCRIPTION)
             .to_string())
     }
 
@@ -372,8 +383,73 @@ impl Sim {
         Ok(answer.body()["portal_url"].as_str().map(str::to_string))
     }
 
+    /// Looks up what an operation needs (ids as a client would know them) before its
+    /// faults are armed, so they land only on the operation's own requests.
+    async fn prepare(&mut self, op: &Op) -> Result<Prepared, Failure> {
+        let mut p = Prepared::default();
+        match *op {
+            Op::ServerCreate { account, user, .. } => {
+                p.customer = self.customer_of(account, user).await?;
+            }
+            Op::Upgrade { account, user, .. }
+            | Op::Cancel { account, user }
+            | Op::Reactivate { account, user } => {
+                p.subscription = self.subscription_id(account, user).await?;
+            }
+            Op::PortalCancel { account, user } => {
+                let customer = self.customer_of(account, user).await?;
+                let subs = self
+                    .world
+                    .stripe_list(&format!("/v1/subscriptions?customer={customer}&status=all"))
+                    .await
+                    .map_err(|e| violation("harness", format!("{e:#}")))?;
+                p.subscription = subs
+                    .iter()
+                    .find(|s| check::is_live(s["status"].as_str().unwrap_or_default()))
+                    .and_then(|s| s["id"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            Op::CrossProbe { victim, user, .. } => {
+                p.subscription = self.subscription_id(victim, user).await?;
+                if p.subscription != NO_SUBSCRIPTION {
+                    p.victim_before = Some(
+                        self.world
+                            .stripe_subscription(&p.subscription)
+                            .await
+                            .map_err(|e| violation("harness", format!("{e:#}")))?,
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(p)
+    }
+
+    /// After a cross-account probe: the victim's subscription is as it was.
+    async fn probe_unchanged(&mut self, p: &Prepared) -> Result<(), Failure> {
+        let Some(before) = &p.victim_before else {
+            return Ok(());
+        };
+        let after = self
+            .world
+            .stripe_subscription(&p.subscription)
+            .await
+            .map_err(|e| violation("harness", format!("{e:#}")))?;
+        self.report.checks += 1;
+        if before["cancel_at_period_end"] != after["cancel_at_period_end"]
+            || before["items"]["data"][0]["price"]["id"] != after["items"]["data"][0]["price"]["id"]
+        {
+            return Err(violation(
+                "7 (accounts are isolated)",
+                format!("another account's requests changed {} in Stripe", p.subscription),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs one step's operation; a short description of what happened.
-    async fn run_op(&mut self, step: &Step) -> Result<String, Failure> {
+    async fn run_op(&mut self, step: &Step, prepared: &Prepared) -> Result<String, Failure> {
         let keyed = step.keyed;
         let urls = json!({"success_url": "https://yourapp.com/ok",
                           "cancel_url": "https://yourapp.com/pricing"});
@@ -492,28 +568,28 @@ impl Sim {
                 Ok(self.client(call).await?.short())
             }
             Op::ServerCreate { account, user, tier } => {
-                let customer = self.customer_of(account, user).await?;
+                let customer = &prepared.customer;
                 let call = Call::new(Method::POST, "/v1/subscriptions", &self.api_key(account)).json(
                     Self::user_body(user, json!({"tier": tier, "stripe_customer_id": customer})),
                 );
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
-            Op::Upgrade { account, user, tier } => {
-                let id = self.subscription_id(account, user).await?;
+            Op::Upgrade { account, tier, .. } => {
+                let id = &prepared.subscription;
                 let call = Call::new(Method::PUT, format!("/v1/subscriptions/{id}/upgrade"), &self.api_key(account))
                     .json(json!({"new_tier": tier}));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
-            Op::Cancel { account, user } => {
-                let id = self.subscription_id(account, user).await?;
+            Op::Cancel { account, .. } => {
+                let id = &prepared.subscription;
                 let call = Call::new(Method::DELETE, format!("/v1/subscriptions/{id}"), &self.api_key(account));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
-            Op::Reactivate { account, user } => {
-                let id = self.subscription_id(account, user).await?;
+            Op::Reactivate { account, .. } => {
+                let id = &prepared.subscription;
                 let call = Call::new(Method::POST, format!("/v1/subscriptions/{id}/reactivate"), &self.api_key(account));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
@@ -523,19 +599,7 @@ impl Sim {
                     return Ok("no portal".into());
                 };
                 let (action, form) = if matches!(step.op, Op::PortalCancel { .. }) {
-                    let customer = self.customer_of(account, user).await?;
-                    let subs = self
-                        .world
-                        .stripe_list(&format!("/v1/subscriptions?customer={customer}&status=all"))
-                        .await
-                        .map_err(|e| violation("harness", format!("{e:#}")))?;
-                    let live = subs
-                        .iter()
-                        .find(|s| check::is_live(s["status"].as_str().unwrap_or_default()))
-                        .and_then(|s| s["id"].as_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    ("cancel", vec![("subscription", live)])
+                    ("cancel", vec![("subscription", prepared.subscription.clone())])
                 } else {
                     ("card", vec![("card_number", "4000000000000341".to_string())])
                 };
@@ -565,12 +629,11 @@ impl Sim {
                 Ok(format!("now +{}h, {}", seconds / HOUR, outs.join("; ")))
             }
             Op::Reconcile => self.reconcile(72).await,
-            Op::CrossProbe { account, victim, user } => {
-                let id = self.subscription_id(victim, user).await?;
-                if id == "sub_sim_none" {
+            Op::CrossProbe { account, .. } => {
+                let id = &prepared.subscription;
+                if prepared.victim_before.is_none() {
                     return Ok("nothing to probe".into());
                 }
-                let before = self.world.stripe_subscription(&id).await.map_err(|e| violation("harness", format!("{e:#}")))?;
                 let key = self.api_key(account);
                 let mut outs = Vec::new();
                 for call in [
@@ -589,16 +652,6 @@ impl Sim {
                         ));
                     }
                     outs.push(answer.short());
-                }
-                let after = self.world.stripe_subscription(&id).await.map_err(|e| violation("harness", format!("{e:#}")))?;
-                self.report.checks += 1;
-                if before["cancel_at_period_end"] != after["cancel_at_period_end"]
-                    || before["items"]["data"][0]["price"]["id"] != after["items"]["data"][0]["price"]["id"]
-                {
-                    return Err(violation(
-                        "7 (accounts are isolated)",
-                        format!("another account's requests changed {id} in Stripe"),
-                    ));
                 }
                 Ok(outs.join(", "))
             }
@@ -786,10 +839,12 @@ impl Sim {
         let before = check::Counts::read(&self.world)
             .await
             .map_err(|e| violation("harness", format!("{e:#}")))?;
+        let prepared = self.prepare(&step.op).await?;
         self.arm(step).await?;
-        let outcome = self.run_op(step).await;
+        let outcome = self.run_op(step, &prepared).await;
         self.disarm().await?;
         let outcome = outcome?;
+        self.probe_unchanged(&prepared).await?;
         let delivered = self.deliver_due(false).await?;
         self.trace.push(format!(
             "#{n} {:?}{}{} -> {outcome}; {delivered} deliveries",
