@@ -50,8 +50,8 @@ pub struct Ledger {
     pub total_expired: i64,
     /// source → (remaining, expires_at)
     pub lots: BTreeMap<String, (i64, i64)>,
-    /// (kind, amount, source, analysis ids)
-    pub entries: Vec<(String, i64, String, Vec<String>)>,
+    /// (kind, amount, source, analysis ids, reason)
+    pub entries: Vec<(String, i64, String, Vec<String>, String)>,
     /// `GRANT#` markers: source → credits.
     pub grants: BTreeMap<String, i64>,
     pub has_balance_item: bool,
@@ -94,6 +94,7 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
                 n(&item, "amount"),
                 s(&item, "source_id").to_string(),
                 ids,
+                s(&item, "reason").to_string(),
             ));
         } else if let Some(source) = sk.strip_prefix("GRANT#") {
             ledger.grants.insert(source.to_string(), n(&item, "credits"));
@@ -120,6 +121,9 @@ pub struct Counts {
     sessions: usize,
     subscriptions: usize,
     spends: usize,
+    /// Chat messages and analyses counted, over every subject and period.
+    chats: i64,
+    analyses: i64,
 }
 
 impl Counts {
@@ -135,10 +139,20 @@ impl Counts {
             .iter()
             .filter(|i| s(i, "sk").starts_with("ENTRY#") && s(i, "kind") == "spend")
             .count();
+        let usage = world.scan(Table::Usage).await?;
+        let counted = |prefix: &str| -> i64 {
+            usage
+                .iter()
+                .filter(|i| s(i, "sk").starts_with(prefix))
+                .map(|i| n(i, "count"))
+                .sum()
+        };
         Ok(Self {
             sessions,
             subscriptions,
             spends,
+            chats: counted("COUNT#CHAT#"),
+            analyses: counted("COUNT#ANALYSES#"),
         })
     }
 }
@@ -160,16 +174,18 @@ pub fn created_at_most(
             intents * keyless_attempts.max(1)
         }
     };
-    let (sessions, subscriptions, spends) = match op {
-        Op::Checkout { tabs, .. } => (per_intent(u64::from(*tabs)), u64::from(*tabs), 0),
-        Op::Report { .. } | Op::Pack { .. } => (per_intent(1), 0, 0),
-        Op::ServerCreate { .. } => (0, per_intent(1), 0),
-        Op::Access { docs, .. } => (0, 0, per_intent(docs.len() as u64)),
-        Op::Analysis { .. } => (0, 0, per_intent(1)),
-        _ => (0, 0, 0),
+    let (sessions, subscriptions, spends, chats, analyses) = match op {
+        Op::Checkout { tabs, .. } => (per_intent(u64::from(*tabs)), u64::from(*tabs), 0, 0, 0),
+        Op::Report { .. } | Op::Pack { .. } => (per_intent(1), 0, 0, 0, 0),
+        Op::ServerCreate { .. } => (0, per_intent(1), 0, 0, 0),
+        Op::Access { docs, .. } => (0, 0, per_intent(docs.len() as u64), 0, 0),
+        Op::Analysis { .. } => (0, 0, per_intent(1), 0, per_intent(1)),
+        Op::Chat { .. } => (0, 0, 0, per_intent(1), 0),
+        _ => (0, 0, 0, 0, 0),
     };
-    *checks += 3;
+    *checks += 5;
     let made = |a: usize, b: usize| (b.saturating_sub(a)) as u64;
+    let counted = |a: i64, b: i64| u64::try_from(b - a).unwrap_or(0);
     for (what, n, allowed) in [
         (
             "Checkout Sessions",
@@ -182,6 +198,16 @@ pub fn created_at_most(
             subscriptions,
         ),
         ("ledger spends", made(before.spends, after.spends), spends),
+        (
+            "chat messages counted",
+            counted(before.chats, after.chats),
+            chats,
+        ),
+        (
+            "analyses counted",
+            counted(before.analyses, after.analyses),
+            analyses,
+        ),
     ] {
         if n > allowed {
             return Err((
@@ -318,11 +344,12 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
                 return Err(("3 (no expired credit is spent)", format!("{pk}: lot {source} expired holding {first} and now holds {remaining} (written off: {written_off})")));
             }
         }
-        // 4. No document charged twice.
+        // 4. No document charged twice (an analysis paid with a report credit is not a
+        // document's unlock).
         checks += 1;
         let mut charged = HashSet::new();
-        for (kind, _, _, ids) in &ledger.entries {
-            if kind != "spend" {
+        for (kind, _, _, ids, reason) in &ledger.entries {
+            if kind != "spend" || !reason.starts_with("document access") {
                 continue;
             }
             for id in ids {
