@@ -21,6 +21,14 @@
 //! Handlers receive the claimed key as an [`IdempotencyKey`] (`Option<IdempotencyKey>` is an
 //! extractor) and pass [`IdempotencyKey::stripe_key`] to Stripe as its `Idempotency-Key`, so a
 //! retry after a crash never creates a second Stripe object.
+//!
+//! A handler whose effect is one DynamoDB transaction stores its answer *in* that
+//! transaction ([`IdempotencyKey::completion`], then [`answered_with_effect`]): the record
+//! completes exactly when the effect commits, so an instance that dies between the two, or a
+//! completion write that fails, cannot leave an effect without its answer — a retry replays it
+//! instead of running the handler again (a chat message counted twice, an access answered
+//! "0 credits spent"). A transaction whose completion finds the claim taken over is cancelled
+//! whole ([`crate::store::StoreError::ClaimLost`], a 409 the retry may repeat).
 
 use crate::auth::Account;
 use crate::clock::rfc3339;
@@ -30,7 +38,7 @@ use crate::keys::AccountId;
 use crate::state::AppState;
 use crate::tables::Table;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{OptionalFromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -62,6 +70,10 @@ pub struct IdempotencyKey {
     account: AccountId,
     key_hash: String,
     request_hash: String,
+    /// The claimed record: its table, key and the claim's owner token.
+    table: String,
+    record_pk: String,
+    owner: String,
 }
 
 impl IdempotencyKey {
@@ -85,6 +97,43 @@ impl IdempotencyKey {
         ]);
         format!("hi_{digest}")
     }
+
+    /// The write that completes this request's record with the response `status` and JSON
+    /// `body`, for the transaction of the request's effect (the claim must still be ours, or
+    /// the whole transaction is cancelled). Answer with [`answered_with_effect`] and the same
+    /// status and body.
+    pub fn completion(
+        &self,
+        status: StatusCode,
+        body: &str,
+    ) -> Result<TransactWriteItem, crate::store::StoreError> {
+        let update = completion_update(
+            &self.table,
+            &self.record_pk,
+            &self.request_hash,
+            &self.owner,
+            status.as_u16(),
+            body.to_string(),
+            Some(JSON.to_string()),
+        )
+        .build()
+        .map_err(crate::store::build)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+const JSON: &str = "application/json";
+
+/// Marks a response whose record completed in the effect's transaction: [`finish`] stores
+/// nothing more.
+#[derive(Debug, Clone, Copy)]
+struct AnsweredWithEffect;
+
+/// The JSON response whose record [`IdempotencyKey::completion`] stored with the effect.
+pub fn answered_with_effect(status: StatusCode, body: String) -> Response {
+    let mut response = (status, [(CONTENT_TYPE, JSON)], body).into_response();
+    response.extensions_mut().insert(AnsweredWithEffect);
+    response
 }
 
 /// The Stripe `Idempotency-Key` for one Stripe call: derived from the request's
@@ -235,14 +284,17 @@ async fn guarded(
         &parts.headers,
         &body,
     );
+    let records = Records::new(state);
+    let pk = record_pk(&account.id, &client_key);
+    let owner = ulid::Ulid::generate().to_string();
     let key = IdempotencyKey {
         key_hash: hex::encode(Sha256::digest(&client_key)),
         account: account.id,
         request_hash,
+        table: records.table.to_string(),
+        record_pk: pk.clone(),
+        owner: owner.clone(),
     };
-    let records = Records::new(state);
-    let pk = record_pk(&key.account, &client_key);
-    let owner = ulid::Ulid::generate().to_string();
 
     claim(&records, state, &pk, &key.request_hash, &owner).await?;
 
@@ -313,6 +365,9 @@ async fn finish(
     owner: &str,
     response: Response,
 ) -> Response {
+    if response.extensions().get::<AnsweredWithEffect>().is_some() {
+        return response;
+    }
     let status = response.status();
     let not_final = response
         .extensions()
@@ -356,9 +411,16 @@ async fn finish(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match records
-        .complete(pk, request_hash, owner, status.as_u16(), text, content_type)
-        .await
+    match complete_retried(
+        records,
+        pk,
+        request_hash,
+        owner,
+        status.as_u16(),
+        text,
+        content_type,
+    )
+    .await
     {
         Ok(true) => {}
         // Our lease ran out and a retry of the same request took the key over; it stores
@@ -369,6 +431,42 @@ async fn finish(
         Err(e) => tracing::error!(error = %e, "storing the idempotent response failed"),
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Pauses between attempts to store a response (after the SDK's own retries).
+const COMPLETE_BACKOFF_MS: [u64; 3] = [50, 200, 800];
+
+/// [`Records::complete`], tried again after a failure: the handler's effect is done, and a
+/// record left in progress makes the retry run it again.
+async fn complete_retried(
+    records: &Records<'_>,
+    pk: &str,
+    request_hash: &str,
+    owner: &str,
+    status: u16,
+    body: String,
+    content_type: Option<String>,
+) -> Result<bool, RecordsError> {
+    let mut pauses = COMPLETE_BACKOFF_MS.iter();
+    loop {
+        let result = records
+            .complete(
+                pk,
+                request_hash,
+                owner,
+                status,
+                body.clone(),
+                content_type.clone(),
+            )
+            .await;
+        match (result, pauses.next()) {
+            (Err(e), Some(ms)) => {
+                tracing::warn!(error = %e, "storing the idempotent response failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+            }
+            (result, _) => return result,
+        }
+    }
 }
 
 async fn release(records: &Records<'_>, pk: &str, owner: &str) {
@@ -489,6 +587,45 @@ fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// The update that completes a claimed record with its response, on the condition that the
+/// claim is still `owner`'s.
+fn completion_update(
+    table: &str,
+    pk: &str,
+    request_hash: &str,
+    owner: &str,
+    status: u16,
+    body: String,
+    content_type: Option<String>,
+) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+    let set_content_type = if content_type.is_some() {
+        ", content_type = :ct"
+    } else {
+        ""
+    };
+    let mut update = Update::builder()
+        .table_name(table)
+        .key("pk", s(pk))
+        .condition_expression("#owner = :owner AND request_hash = :hash AND #state = :in_progress")
+        .update_expression(format!(
+            "SET #state = :completed, #status = :status, #body = :body{set_content_type} REMOVE #owner"
+        ))
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#body", "body")
+        .expression_attribute_names("#owner", "owner")
+        .expression_attribute_values(":completed", s(RecordState::Completed.as_str()))
+        .expression_attribute_values(":in_progress", s(RecordState::InProgress.as_str()))
+        .expression_attribute_values(":status", n(i64::from(status)))
+        .expression_attribute_values(":body", AttributeValue::S(body))
+        .expression_attribute_values(":owner", s(owner))
+        .expression_attribute_values(":hash", s(request_hash));
+    if let Some(ct) = content_type {
+        update = update.expression_attribute_values(":ct", AttributeValue::S(ct));
+    }
+    update
+}
+
 /// The only code that talks to the Idempotency table.
 struct Records<'a> {
     client: &'a aws_sdk_dynamodb::Client,
@@ -562,36 +699,26 @@ impl<'a> Records<'a> {
         body: String,
         content_type: Option<String>,
     ) -> Result<bool, RecordsError> {
-        let set_content_type = if content_type.is_some() {
-            ", content_type = :ct"
-        } else {
-            ""
-        };
-        let update = format!(
-            "SET #state = :completed, #status = :status, #body = :body{set_content_type} REMOVE #owner"
+        let update = completion_update(
+            self.table,
+            pk,
+            request_hash,
+            owner,
+            status,
+            body,
+            content_type,
         );
-        let mut request = self
+        let result = self
             .client
             .update_item()
-            .table_name(self.table)
-            .key("pk", s(pk))
-            .condition_expression(
-                "#owner = :owner AND request_hash = :hash AND #state = :in_progress",
-            )
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#body", "body")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":completed", s(RecordState::Completed.as_str()))
-            .expression_attribute_values(":in_progress", s(RecordState::InProgress.as_str()))
-            .expression_attribute_values(":status", n(i64::from(status)))
-            .expression_attribute_values(":body", AttributeValue::S(body))
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":hash", s(request_hash));
-        if let Some(ct) = content_type {
-            request = request.expression_attribute_values(":ct", AttributeValue::S(ct));
-        }
-        let result = request.update_expression(update).send().await;
+            .set_table_name(update.get_table_name().clone())
+            .set_key(update.get_key().clone())
+            .set_update_expression(update.get_update_expression().clone())
+            .set_condition_expression(update.get_condition_expression().clone())
+            .set_expression_attribute_names(update.get_expression_attribute_names().clone())
+            .set_expression_attribute_values(update.get_expression_attribute_values().clone())
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(true),
             Err(e)
@@ -705,6 +832,9 @@ mod tests {
             account: AccountId::parse("acct_1").expect("valid"),
             key_hash: "k".into(),
             request_hash: "r".into(),
+            table: "t".into(),
+            record_pk: "p".into(),
+            owner: "o".into(),
         };
         let a = key.stripe_key("checkout.session.create");
         assert_eq!(a, key.clone().stripe_key("checkout.session.create"));

@@ -7,6 +7,7 @@ use crate::tables::{Table, TableNames, def};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::TransactWriteItem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,13 +23,25 @@ pub enum StoreError {
     /// Retries against conflicting writes or throttling ran out; the caller may retry later.
     #[error("contention: {0}")]
     Contention(String),
+    /// The request's Idempotency claim was taken over (its lease ran out and a retry of the
+    /// same request holds it now): the effect that would have stored its answer is cancelled.
+    #[error("the idempotency claim was taken over by a retry")]
+    ClaimLost,
 }
 
 impl From<StoreError> for crate::ApiError {
     fn from(e: StoreError) -> Self {
-        crate::ApiError::internal(e)
+        match e {
+            // The retry holding the claim answers; this request made no effect.
+            StoreError::ClaimLost => crate::ApiError::RequestInProgress,
+            e => crate::ApiError::internal(e),
+        }
     }
 }
+
+/// Builds, for a decided outcome, the write that stores the request's answer in the same
+/// transaction as its effect (see [`crate::idempotency::IdempotencyKey::completion`]).
+pub type AnswerWith<'a, T> = &'a (dyn Fn(&T) -> Result<TransactWriteItem, StoreError> + Sync);
 
 /// The adapters' error conversions (this module, the ledger, usage).
 pub(crate) fn sdk<E, R>(e: SdkError<E, R>) -> StoreError

@@ -20,10 +20,10 @@ use crate::ledger::LedgerKey;
 use crate::ledger::rules::{AccessPlan, Draw, StoredLot};
 use crate::ledger::store::{
     CONDITION_FAILED, ENTRY_PREFIX, GRANT_PREFIX, MAX_DECISIONS, TxResult, check_id, entry_put,
-    new_entry_id, spend_update,
+    last_failed, new_entry_id, spend_update,
 };
 use crate::ledger::{Entry, EntryKind};
-use crate::store::{Store, StoreError, build, corrupt, sdk};
+use crate::store::{AnswerWith, Store, StoreError, build, corrupt, sdk};
 use crate::subscriptions::PURPOSE_REPORT;
 use crate::tables::Table;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
@@ -603,6 +603,64 @@ impl Store {
             }
             Err(e) => Err(sdk(e)),
         }
+    }
+
+    /// [`Store::count_chat_message`] for a request whose answer is stored with the count
+    /// (`answer` of the counted message's `used` after): a consistent read of the counter,
+    /// then one transaction that sets it one higher, conditioned on the value read, and
+    /// stores the answer. `true` when the answer rode the transaction (not when the limit
+    /// was reached: nothing was written).
+    pub async fn count_chat_message_answered(
+        &self,
+        key: &UsageKey,
+        period_key: &str,
+        limit: Option<u64>,
+        now: i64,
+        answer: AnswerWith<'_, u64>,
+    ) -> Result<(Result<u64, u64>, bool), StoreError> {
+        check_period_key(period_key)?;
+        let pk = key.pk();
+        let sk = Meter::ChatMessages.sort_key(period_key);
+        for _ in 0..MAX_DECISIONS {
+            let used = self
+                .usage_count(key, Meter::ChatMessages, period_key)
+                .await?;
+            if limit.is_some_and(|l| used >= l) {
+                return Ok((Err(used), false));
+            }
+            let next = used + 1;
+            let update = Update::builder()
+                .table_name(self.usage_table())
+                .set_key(Some(item_key(&pk, &sk)))
+                .update_expression("SET #c = :next, #u = :now")
+                .condition_expression(if used == 0 {
+                    "attribute_not_exists(#c) OR #c = :seen"
+                } else {
+                    "#c = :seen"
+                })
+                .expression_attribute_names("#c", COUNT_ATTR)
+                .expression_attribute_names("#u", "updated_at")
+                .expression_attribute_values(":seen", AttributeValue::N(used.to_string()))
+                .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .build()
+                .map_err(build)?;
+            let items = vec![
+                TransactWriteItem::builder().update(update).build(),
+                answer(&next)?,
+            ];
+            match self.ledger_transact(items).await? {
+                TxResult::Committed => return Ok((Ok(next), true)),
+                TxResult::ConditionFailed(codes) if last_failed(&codes) => {
+                    return Err(StoreError::ClaimLost);
+                }
+                // Another message was counted meanwhile: read again.
+                TxResult::ConditionFailed(_) => {}
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "usage {pk}: counting a chat message lost {MAX_DECISIONS} races"
+        )))
     }
 }
 

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,14 +13,14 @@ use shared::catalog::{PACKS, PackType, PackView, Tier, dollars};
 use shared::clock::rfc3339;
 use shared::domain::{AnalysisIds, ExternalUserId, RedirectUrl, Subject, customer_email};
 use shared::http::{ApiRouter, JsonBody};
-use shared::idempotency::{IdempotencyKey, stripe_key_for};
-use shared::ledger::{AccessOutcome, Charge, LedgerKey, Purchase, PurchaseStatus};
+use shared::idempotency::{IdempotencyKey, answered_with_effect, stripe_key_for};
+use shared::ledger::{Access, AccessOutcome, Charge, LedgerKey, Purchase, PurchaseStatus};
 use shared::openapi::{
     AnalysisId, BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError,
     PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
 };
 use shared::query::Query;
-use shared::store::StoreError;
+use shared::store::{AnswerWith, StoreError};
 use shared::stripe::{CheckoutMode, CheckoutRequest};
 use shared::subscriptions::{
     META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, timestamp,
@@ -421,6 +422,7 @@ fn subscription_option() -> SubscriptionOption {
 async fn access(
     State(state): State<AppState>,
     account: Account,
+    idem: Option<IdempotencyKey>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<AccessBody>,
 ) -> Result<Response, ApiError> {
@@ -443,42 +445,72 @@ async fn access(
     let user = user(raw)?;
     let ids = AnalysisIds::parse("analysis_ids", body.analysis_ids)?;
     let key = ledger_key(&account, &user);
-    let access = state
-        .store
-        .ledger_access(&key, ids.as_slice(), Charge::UnlessUnlimited, now(&state))
-        .await?;
-    let unlimited = access.has_unlimited;
-    match access.outcome {
-        AccessOutcome::Granted {
+    // A granted access's answer; `None` for a refusal.
+    let render = |access: &Access| -> Result<Option<String>, StoreError> {
+        let AccessOutcome::Granted {
             accessible,
             credits_spent,
             remaining_balance,
-        } => Ok(Json(AccessResponse {
+        } = &access.outcome
+        else {
+            return Ok(None);
+        };
+        serde_json::to_string(&AccessResponse {
             external_user_id: user.as_str().to_string(),
-            accessible_documents: accessible,
-            credits_spent,
-            remaining_balance,
-            has_unlimited: unlimited,
+            accessible_documents: accessible.clone(),
+            credits_spent: *credits_spent,
+            remaining_balance: *remaining_balance,
+            has_unlimited: access.has_unlimited,
         })
-        .into_response()),
-        AccessOutcome::Insufficient {
-            required,
-            available,
-        } => Ok((
-            StatusCode::PAYMENT_REQUIRED,
-            Json(PaymentRequired {
-                error: "payment_required",
-                message: format!("Need {required} credits to access {required} documents"),
-                credits_required: required,
-                credits_available: available,
-                credits_needed: (required - available).max(0),
-                can_unlock: available >= required,
-                purchase_options: PACKS.iter().map(PackView::from).collect(),
-                subscription_option: subscription_option(),
-            }),
+        .map(Some)
+        .map_err(|e| StoreError::Invalid(format!("rendering the answer: {e}")))
+    };
+    // With an Idempotency-Key, the answer is stored in the transaction that spends: a retry
+    // after a crash replays what was spent rather than finding the documents owned.
+    let answer = |access: &Access| match (&idem, render(access)?) {
+        (Some(idem), Some(body)) => idem.completion(StatusCode::OK, &body),
+        _ => Err(StoreError::Invalid(
+            "only a granted access with a key is answered".into(),
+        )),
+    };
+    let (access, answered) = state
+        .store
+        .ledger_access_answered(
+            &key,
+            ids.as_slice(),
+            Charge::UnlessUnlimited,
+            now(&state),
+            idem.is_some().then_some(&answer as AnswerWith<'_, Access>),
         )
-            .into_response()),
+        .await?;
+    if let Some(body) = render(&access)? {
+        return Ok(if answered {
+            answered_with_effect(StatusCode::OK, body)
+        } else {
+            (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body).into_response()
+        });
     }
+    let AccessOutcome::Insufficient {
+        required,
+        available,
+    } = access.outcome
+    else {
+        return Err(ApiError::internal("a granted access always renders"));
+    };
+    Ok((
+        StatusCode::PAYMENT_REQUIRED,
+        Json(PaymentRequired {
+            error: "payment_required",
+            message: format!("Need {required} credits to access {required} documents"),
+            credits_required: required,
+            credits_available: available,
+            credits_needed: (required - available).max(0),
+            can_unlock: available >= required,
+            purchase_options: PACKS.iter().map(PackView::from).collect(),
+            subscription_option: subscription_option(),
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

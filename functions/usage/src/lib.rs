@@ -10,12 +10,16 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::auth::Account;
 use shared::catalog::Tier;
 use shared::domain::{ExternalUserId, Subject};
 use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody};
+use shared::idempotency::{IdempotencyKey, answered_with_effect};
 use shared::ledger::LedgerKey;
 use shared::metering::{
     Plan, analyses_limit_exceeded, chat_limit_exceeded, plan_of, report_period_key,
@@ -25,6 +29,7 @@ use shared::openapi::{
     PayloadTooLarge, RequestInProgress, Unauthorized,
 };
 use shared::query::Query;
+use shared::store::StoreError;
 use shared::subscriptions::timestamp;
 use shared::usage::{AnalysisRecord, AnalysisSource, Consumed, Meter, UsageKey};
 use shared::{ApiError, AppState};
@@ -362,8 +367,9 @@ enum UnlimitedBy {
 async fn chat_messages(
     State(state): State<AppState>,
     account: Account,
+    idem: Option<IdempotencyKey>,
     JsonBody(body): JsonBody<ChatBody>,
-) -> Result<Json<ChatResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = body.analysis_id.as_deref().map(analysis_id).transpose()?;
     let who = who(&account, body.external_user_id.as_deref())?;
     let now = state.clock.now().unix_timestamp();
@@ -405,17 +411,41 @@ async fn chat_messages(
             }
         }
     };
-    match state
-        .store
-        .count_chat_message(counter, &period_key, limit, now)
-        .await?
-    {
-        Ok(used) => Ok(Json(ChatResponse {
-            external_user_id,
+    let render = |used: u64| {
+        serde_json::to_string(&ChatResponse {
+            external_user_id: external_user_id.clone(),
             chat_messages_used: used,
             chat_messages_limit: limit,
             unlimited_by,
-        })),
+        })
+        .map_err(|e| StoreError::Invalid(format!("rendering the answer: {e}")))
+    };
+    // With an Idempotency-Key, the answer is stored in the transaction that counts the
+    // message: a retry after a crash replays it rather than counting the message again.
+    let (counted, answered) = match &idem {
+        Some(idem) => {
+            let answer = |used: &u64| idem.completion(StatusCode::OK, &render(*used)?);
+            state
+                .store
+                .count_chat_message_answered(counter, &period_key, limit, now, &answer)
+                .await?
+        }
+        None => (
+            state
+                .store
+                .count_chat_message(counter, &period_key, limit, now)
+                .await?,
+            false,
+        ),
+    };
+    match counted {
+        Ok(used) if answered => Ok(answered_with_effect(StatusCode::OK, render(used)?)),
+        Ok(used) => Ok((
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json")],
+            render(used)?,
+        )
+            .into_response()),
         Err(used) => Err(chat_limit_exceeded(used, limit.unwrap_or(used))),
     }
 }

@@ -12,7 +12,7 @@ use super::{
     Access, AccessOutcome, Balance, Charge, Entry, EntryKind, Grant, GrantOutcome, LedgerKey,
     MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
 };
-use crate::store::{Store, StoreError, build, condition_held, corrupt, sdk};
+use crate::store::{AnswerWith, Store, StoreError, build, condition_held, corrupt, sdk};
 use crate::subscriptions::SubscriptionRecord;
 use crate::tables::Table;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
@@ -218,6 +218,11 @@ pub(crate) enum TxResult {
 }
 
 pub(crate) const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// Whether a cancelled transaction's last item (a request's stored answer) failed its condition.
+pub(crate) fn last_failed(codes: &[String]) -> bool {
+    codes.last().is_some_and(|c| c == CONDITION_FAILED)
+}
 
 fn is_retryable_reason(code: &str) -> bool {
     matches!(
@@ -712,6 +717,21 @@ impl Store {
         charge: Charge,
         now: i64,
     ) -> Result<Access, StoreError> {
+        self.ledger_access_answered(key, analysis_ids, charge, now, None)
+            .await
+            .map(|(access, _)| access)
+    }
+
+    /// [`Store::ledger_access`], storing the request's answer (`answer` of the decided
+    /// access) in the transaction that spends, when one does: `true` when it did.
+    pub async fn ledger_access_answered(
+        &self,
+        key: &LedgerKey,
+        analysis_ids: &[String],
+        charge: Charge,
+        now: i64,
+        answer: Option<AnswerWith<'_, Access>>,
+    ) -> Result<(Access, bool), StoreError> {
         if analysis_ids.len() > MAX_ACCESS_IDS {
             return Err(StoreError::Invalid(format!(
                 "at most {MAX_ACCESS_IDS} documents per access, got {}",
@@ -760,10 +780,11 @@ impl Store {
                         required,
                         available,
                     } => {
-                        return Ok(access(AccessOutcome::Insufficient {
+                        let refused = AccessOutcome::Insufficient {
                             required,
                             available,
-                        }));
+                        };
+                        return Ok((access(refused), false));
                     }
                     AccessDecision::Plan(plan) => plan,
                 };
@@ -773,7 +794,7 @@ impl Store {
                 remaining_balance: plan.remaining_balance,
             };
             if !plan.writes() {
-                return Ok(access(granted));
+                return Ok((access(granted), false));
             }
             let mut items = Vec::with_capacity(plan.new_docs.len() + plan.expiries.len() + 2);
             let spend = (plan.cost > 0).then(|| Entry {
@@ -816,8 +837,19 @@ impl Store {
                 .map_err(corrupt)?;
                 items.push(self.ledger_put(item)?);
             }
+            let decided = access(granted);
+            let answered = match answer {
+                Some(answer) => {
+                    items.push(answer(&decided)?);
+                    true
+                }
+                None => false,
+            };
             match self.ledger_transact(items).await? {
-                TxResult::Committed => return Ok(access(granted)),
+                TxResult::Committed => return Ok((decided, answered)),
+                TxResult::ConditionFailed(codes) if answered && last_failed(&codes) => {
+                    return Err(StoreError::ClaimLost);
+                }
                 // A document bought or credits spent meanwhile: decide again.
                 TxResult::ConditionFailed(_) => continue,
             }

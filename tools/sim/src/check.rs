@@ -30,7 +30,9 @@ pub fn is_live(status: &str) -> bool {
 }
 
 fn s<'a>(item: &'a Item, name: &str) -> &'a str {
-    item.get(name).and_then(|v| v.as_s().ok()).map_or("", String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map_or("", String::as_str)
 }
 
 fn n(item: &Item, name: &str) -> i64 {
@@ -82,10 +84,9 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
             }
         } else if sk.starts_with("ENTRY#") {
             let ids = match item.get("analysis_ids") {
-                Some(AttributeValue::L(list)) => list
-                    .iter()
-                    .filter_map(|v| v.as_s().ok().cloned())
-                    .collect(),
+                Some(AttributeValue::L(list)) => {
+                    list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                }
                 Some(AttributeValue::Ss(list)) => list.clone(),
                 _ => Vec::new(),
             };
@@ -97,7 +98,9 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
                 s(&item, "reason").to_string(),
             ));
         } else if let Some(source) = sk.strip_prefix("GRANT#") {
-            ledger.grants.insert(source.to_string(), n(&item, "credits"));
+            ledger
+                .grants
+                .insert(source.to_string(), n(&item, "credits"));
         }
     }
     Ok(out)
@@ -289,7 +292,10 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
         if live.len() > 1 {
             return Err((
                 "1 (at most one live subscription per subject)",
-                format!("{account} {subject} has {} live subscriptions in Stripe: {live:?}", live.len()),
+                format!(
+                    "{account} {subject} has {} live subscriptions in Stripe: {live:?}",
+                    live.len()
+                ),
             ));
         }
     }
@@ -302,17 +308,41 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
         for (source, credits) in &ledger.grants {
             checks += 1;
             let Some(session) = view.sessions.get(source) else {
-                return Err(("2 (paid sessions granted exactly once)", format!("{pk} has a grant from {source}, which Stripe does not have")));
+                return Err((
+                    "2 (paid sessions granted exactly once)",
+                    format!("{pk} has a grant from {source}, which Stripe does not have"),
+                ));
             };
             if session["payment_status"] != "paid" {
-                return Err(("2 (paid sessions granted exactly once)", format!("{pk} was granted {credits} for {source}, which is {} in Stripe", session["payment_status"])));
+                return Err((
+                    "2 (paid sessions granted exactly once)",
+                    format!(
+                        "{pk} was granted {credits} for {source}, which is {} in Stripe",
+                        session["payment_status"]
+                    ),
+                ));
             }
-            if session["metadata"]["account_id"] != account || session["metadata"]["subject"] != subject {
-                return Err(("7 (accounts are isolated)", format!("{pk} was granted {source}, which belongs to {} {}", session["metadata"]["account_id"], session["metadata"]["subject"])));
+            if session["metadata"]["account_id"] != account
+                || session["metadata"]["subject"] != subject
+            {
+                return Err((
+                    "7 (accounts are isolated)",
+                    format!(
+                        "{pk} was granted {source}, which belongs to {} {}",
+                        session["metadata"]["account_id"], session["metadata"]["subject"]
+                    ),
+                ));
             }
-            let entries = ledger.entries.iter().filter(|e| e.0 == "grant" && e.2 == *source).count();
+            let entries = ledger
+                .entries
+                .iter()
+                .filter(|e| e.0 == "grant" && e.2 == *source)
+                .count();
             if entries != 1 {
-                return Err(("2 (paid sessions granted exactly once)", format!("{pk} has {entries} grant entries for {source}")));
+                return Err((
+                    "2 (paid sessions granted exactly once)",
+                    format!("{pk} has {entries} grant entries for {source}"),
+                ));
             }
         }
         if !ledger.has_balance_item {
@@ -329,7 +359,10 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
             || ledger.pool + lots != ledger.balance
             || ledger.total_purchased - ledger.total_spent - ledger.total_expired != ledger.balance
         {
-            return Err(("3 (balances equal their ledgers, never negative)", format!("{pk}: {ledger:?} (entries sum {sum})")));
+            return Err((
+                "3 (balances equal their ledgers, never negative)",
+                format!("{pk}: {ledger:?} (entries sum {sum})"),
+            ));
         }
         // 3. No expired credit spent: an expired lot keeps what it had until written off.
         for (source, (remaining, expires_at)) in &ledger.lots {
@@ -339,9 +372,17 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
             checks += 1;
             let key = (pk.clone(), source.clone());
             let first = *sim.seen.expired_lots.entry(key).or_insert(*remaining);
-            let written_off = ledger.entries.iter().any(|e| e.0 == "expiry" && e.2 == *source && e.1 == -first);
+            let written_off = ledger
+                .entries
+                .iter()
+                .any(|e| e.0 == "expiry" && e.2 == *source && e.1 == -first);
             if *remaining != first && !(*remaining == 0 && written_off) {
-                return Err(("3 (no expired credit is spent)", format!("{pk}: lot {source} expired holding {first} and now holds {remaining} (written off: {written_off})")));
+                return Err((
+                    "3 (no expired credit is spent)",
+                    format!(
+                        "{pk}: lot {source} expired holding {first} and now holds {remaining} (written off: {written_off})"
+                    ),
+                ));
             }
         }
         // 4. No document charged twice (an analysis paid with a report credit is not a
@@ -354,7 +395,10 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
             }
             for id in ids {
                 if !charged.insert(id.clone()) {
-                    return Err(("4 (no document charged twice)", format!("{pk}: {id} was charged twice")));
+                    return Err((
+                        "4 (no document charged twice)",
+                        format!("{pk}: {id} was charged twice"),
+                    ));
                 }
             }
         }
@@ -366,7 +410,12 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
         let pk = format!("{account}#user#{user}");
         let purchased = ledgers.get(&pk).map_or(0, |l| l.total_purchased);
         if body["total_purchased"].as_i64() != Some(purchased) {
-            return Err(("7 (accounts are isolated)", format!("{account} read {user}'s balance {body}; its ledger {pk} has total_purchased {purchased}")));
+            return Err((
+                "7 (accounts are isolated)",
+                format!(
+                    "{account} read {user}'s balance {body}; its ledger {pk} has total_purchased {purchased}"
+                ),
+            ));
         }
     }
     for (account, user, body) in std::mem::take(&mut sim.seen.views) {
@@ -379,7 +428,10 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
             .find(|s| s["id"] == id)
             .and_then(|s| view.owners.get(s["customer"].as_str().unwrap_or_default()));
         if owner != Some(&(account.clone(), subject.clone())) {
-            return Err(("7 (accounts are isolated)", format!("{account} {subject} was shown subscription {id}, owned by {owner:?}")));
+            return Err((
+                "7 (accounts are isolated)",
+                format!("{account} {subject} was shown subscription {id}, owned by {owner:?}"),
+            ));
         }
     }
     sim.seen.ledgers = ledgers;
@@ -397,13 +449,23 @@ pub async fn at_quiescence(sim: &mut Sim) -> Result<(), Failure> {
         let newest = |live: bool| {
             subs.iter()
                 .filter(|s| !live || is_live(s["status"].as_str().unwrap_or_default()))
-                .max_by_key(|s| (s["created"].as_i64().unwrap_or(0), s["id"].as_str().unwrap_or("").to_string()))
+                .max_by_key(|s| {
+                    (
+                        s["created"].as_i64().unwrap_or(0),
+                        s["id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .copied()
         };
         let Some(expected) = newest(true).or_else(|| newest(false)) else {
             continue;
         };
-        let Some(index) = sim.world.accounts.iter().position(|a| a.id.as_str() == account) else {
+        let Some(index) = sim
+            .world
+            .accounts
+            .iter()
+            .position(|a| a.id.as_str() == account)
+        else {
             continue;
         };
         let query = match subject.strip_prefix("user#") {
@@ -413,7 +475,14 @@ pub async fn at_quiescence(sim: &mut Sim) -> Result<(), Failure> {
         let key = sim.world.accounts[index].key.clone();
         let answer = sim
             .world
-            .send(&crate::world::Call::new(http::Method::GET, format!("/v1/subscriptions{query}"), &key), None)
+            .send(
+                &crate::world::Call::new(
+                    http::Method::GET,
+                    format!("/v1/subscriptions{query}"),
+                    &key,
+                ),
+                None,
+            )
             .await
             .map_err(harness)?;
         let body = answer.body();

@@ -223,11 +223,7 @@ fn pick<T: Copy>(rng: &mut Xoshiro256PlusPlus, items: &[T]) -> T {
 /// A subject for plan operations: the account itself or its first end user (few subjects,
 /// so operations on one plan meet).
 fn user(rng: &mut Xoshiro256PlusPlus) -> User {
-    if rng.random_bool(0.4) {
-        None
-    } else {
-        Some(0)
-    }
+    if rng.random_bool(0.4) { None } else { Some(0) }
 }
 
 fn pay(rng: &mut Xoshiro256PlusPlus) -> Pay {

@@ -374,7 +374,12 @@ impl Sim {
     }
 
     /// The subject's portal page, via the API.
-    async fn portal(&mut self, account: usize, user: User, keyed: bool) -> Result<Option<String>, Failure> {
+    async fn portal(
+        &mut self,
+        account: usize,
+        user: User,
+        keyed: bool,
+    ) -> Result<Option<String>, Failure> {
         let call = Call::new(Method::POST, "/v1/billing/portal", &self.api_key(account)).json(
             Self::user_body(user, json!({"return_url": "https://yourapp.com/account"})),
         );
@@ -442,7 +447,10 @@ impl Sim {
         {
             return Err(violation(
                 "7 (accounts are isolated)",
-                format!("another account's requests changed {} in Stripe", p.subscription),
+                format!(
+                    "another account's requests changed {} in Stripe",
+                    p.subscription
+                ),
             ));
         }
         Ok(())
@@ -468,10 +476,20 @@ impl Sim {
                 if tabs == 2 {
                     // Two tabs at once: both requests race, then both pages are paid.
                     let key = self.api_key(account);
-                    let a = self.keyed_call(keyed, Call::new(Method::POST, "/v1/billing/checkout", &key).json(body.clone()));
-                    let b = self.keyed_call(keyed, Call::new(Method::POST, "/v1/billing/checkout", &key).json(body));
-                    let (ra, rb) = tokio::join!(self.world.send(&a, None), self.world.send(&b, None));
-                    let faulted = self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
+                    let a = self.keyed_call(
+                        keyed,
+                        Call::new(Method::POST, "/v1/billing/checkout", &key).json(body.clone()),
+                    );
+                    let b = self.keyed_call(
+                        keyed,
+                        Call::new(Method::POST, "/v1/billing/checkout", &key).json(body),
+                    );
+                    let (ra, rb) =
+                        tokio::join!(self.world.send(&a, None), self.world.send(&b, None));
+                    let faulted = self
+                        .faults_fired()
+                        .await
+                        .map_err(|e| violation("harness", format!("{e:#}")))?;
                     for (call, answer) in [(a, ra), (b, rb)] {
                         let answer = answer.map_err(|e| violation("harness", format!("{e:#}")))?;
                         self.report.requests += 1;
@@ -483,7 +501,9 @@ impl Sim {
                         }
                     }
                 } else {
-                    let call = Call::new(Method::POST, "/v1/billing/checkout", &self.api_key(account)).json(body);
+                    let call =
+                        Call::new(Method::POST, "/v1/billing/checkout", &self.api_key(account))
+                            .json(body);
                     let call = self.keyed_call(keyed, call);
                     let answer = self.client(call).await?;
                     outs.push(answer.short());
@@ -497,8 +517,12 @@ impl Sim {
                 Ok(outs.join(", "))
             }
             Op::Report { account, user, pay } => {
-                let call = Call::new(Method::POST, "/v1/billing/purchase-report", &self.api_key(account))
-                    .json(Self::user_body(Some(user), urls));
+                let call = Call::new(
+                    Method::POST,
+                    "/v1/billing/purchase-report",
+                    &self.api_key(account),
+                )
+                .json(Self::user_body(Some(user), urls));
                 let call = self.keyed_call(keyed, call);
                 let answer = self.client(call).await?;
                 let mut out = answer.short();
@@ -507,10 +531,16 @@ impl Sim {
                 }
                 Ok(out)
             }
-            Op::Pack { account, user, pack, pay } => {
+            Op::Pack {
+                account,
+                user,
+                pack,
+                pay,
+            } => {
                 let mut body = Self::user_body(Some(user), urls);
                 body["pack_type"] = json!(pack);
-                let call = Call::new(Method::POST, "/v1/credits/purchase", &self.api_key(account)).json(body);
+                let call = Call::new(Method::POST, "/v1/credits/purchase", &self.api_key(account))
+                    .json(body);
                 let call = self.keyed_call(keyed, call);
                 let answer = self.client(call).await?;
                 let mut out = answer.short();
@@ -519,7 +549,11 @@ impl Sim {
                 }
                 Ok(out)
             }
-            Op::Access { account, user, docs } => {
+            Op::Access {
+                account,
+                user,
+                docs,
+            } => {
                 let key = self.api_key(account);
                 let calls: Vec<Call> = docs
                     .iter()
@@ -529,7 +563,10 @@ impl Sim {
                             .json(json!({"analysis_ids": ids, "external_user_id": USERS[user]}))
                     })
                     .collect();
-                let calls: Vec<Call> = calls.into_iter().map(|c| self.keyed_call(keyed, c)).collect();
+                let calls: Vec<Call> = calls
+                    .into_iter()
+                    .map(|c| self.keyed_call(keyed, c))
+                    .collect();
                 if calls.len() == 1 {
                     let answer = self.client(calls[0].clone()).await?;
                     return Ok(answer.short());
@@ -541,7 +578,10 @@ impl Sim {
                     .enumerate()
                     .map(|(i, c)| self.world.send(c, if i == 0 { kill } else { None }));
                 let answers = futures_join_all(sends).await;
-                let faulted = self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
+                let faulted = self
+                    .faults_fired()
+                    .await
+                    .map_err(|e| violation("harness", format!("{e:#}")))?;
                 let mut outs = Vec::new();
                 for (call, answer) in calls.iter().zip(answers) {
                     let answer = answer.map_err(|e| violation("harness", format!("{e:#}")))?;
@@ -556,41 +596,68 @@ impl Sim {
                 Ok(outs.join(", "))
             }
             Op::Analysis { account, user, doc } => {
-                let call = Call::new(Method::POST, "/v1/usage/analyses", &self.api_key(account))
-                    .json(Self::user_body(user, json!({"analysis_id": format!("doc_{doc}")})));
+                let call =
+                    Call::new(Method::POST, "/v1/usage/analyses", &self.api_key(account)).json(
+                        Self::user_body(user, json!({"analysis_id": format!("doc_{doc}")})),
+                    );
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
             Op::Chat { account, user, doc } => {
-                let call = Call::new(Method::POST, "/v1/usage/chat-messages", &self.api_key(account))
-                    .json(Self::user_body(user, json!({"analysis_id": format!("doc_{doc}")})));
+                let call = Call::new(
+                    Method::POST,
+                    "/v1/usage/chat-messages",
+                    &self.api_key(account),
+                )
+                .json(Self::user_body(
+                    user,
+                    json!({"analysis_id": format!("doc_{doc}")}),
+                ));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
-            Op::ServerCreate { account, user, tier } => {
+            Op::ServerCreate {
+                account,
+                user,
+                tier,
+            } => {
                 let customer = &prepared.customer;
-                let call = Call::new(Method::POST, "/v1/subscriptions", &self.api_key(account)).json(
-                    Self::user_body(user, json!({"tier": tier, "stripe_customer_id": customer})),
-                );
+                let call = Call::new(Method::POST, "/v1/subscriptions", &self.api_key(account))
+                    .json(Self::user_body(
+                        user,
+                        json!({"tier": tier, "stripe_customer_id": customer}),
+                    ));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
             Op::Upgrade { account, tier, .. } => {
                 let id = &prepared.subscription;
-                let call = Call::new(Method::PUT, format!("/v1/subscriptions/{id}/upgrade"), &self.api_key(account))
-                    .json(json!({"new_tier": tier}));
+                let call = Call::new(
+                    Method::PUT,
+                    format!("/v1/subscriptions/{id}/upgrade"),
+                    &self.api_key(account),
+                )
+                .json(json!({"new_tier": tier}));
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
             Op::Cancel { account, .. } => {
                 let id = &prepared.subscription;
-                let call = Call::new(Method::DELETE, format!("/v1/subscriptions/{id}"), &self.api_key(account));
+                let call = Call::new(
+                    Method::DELETE,
+                    format!("/v1/subscriptions/{id}"),
+                    &self.api_key(account),
+                );
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
             Op::Reactivate { account, .. } => {
                 let id = &prepared.subscription;
-                let call = Call::new(Method::POST, format!("/v1/subscriptions/{id}/reactivate"), &self.api_key(account));
+                let call = Call::new(
+                    Method::POST,
+                    format!("/v1/subscriptions/{id}/reactivate"),
+                    &self.api_key(account),
+                );
                 let call = self.keyed_call(keyed, call);
                 Ok(self.client(call).await?.short())
             }
@@ -599,9 +666,15 @@ impl Sim {
                     return Ok("no portal".into());
                 };
                 let (action, form) = if matches!(step.op, Op::PortalCancel { .. }) {
-                    ("cancel", vec![("subscription", prepared.subscription.clone())])
+                    (
+                        "cancel",
+                        vec![("subscription", prepared.subscription.clone())],
+                    )
                 } else {
-                    ("card", vec![("card_number", "4000000000000341".to_string())])
+                    (
+                        "card",
+                        vec![("card_number", "4000000000000341".to_string())],
+                    )
                 };
                 let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let (status, _) = self
@@ -638,7 +711,11 @@ impl Sim {
                 let mut outs = Vec::new();
                 for call in [
                     Call::new(Method::DELETE, format!("/v1/subscriptions/{id}"), &key),
-                    Call::new(Method::POST, format!("/v1/subscriptions/{id}/reactivate"), &key),
+                    Call::new(
+                        Method::POST,
+                        format!("/v1/subscriptions/{id}/reactivate"),
+                        &key,
+                    ),
                     Call::new(Method::PUT, format!("/v1/subscriptions/{id}/upgrade"), &key)
                         .json(json!({"new_tier": "enterprise"})),
                 ] {
@@ -648,7 +725,12 @@ impl Sim {
                     if matches!(answer.status(), Some(s) if s < 300) {
                         return Err(violation(
                             "7 (accounts are isolated)",
-                            format!("{} {} by another account answered {}", call.method, call.path, answer.short()),
+                            format!(
+                                "{} {} by another account answered {}",
+                                call.method,
+                                call.path,
+                                answer.short()
+                            ),
                         ));
                     }
                     outs.push(answer.short());
@@ -658,15 +740,32 @@ impl Sim {
             Op::Read { account, user } => {
                 let key = self.api_key(account);
                 let mut outs = Vec::new();
-                for path in ["/v1/credits/balance", "/v1/credits/history", "/v1/usage", "/v1/subscriptions"] {
-                    let call = Call::new(Method::GET, format!("{path}?external_user_id={}", USERS[user]), &key);
+                for path in [
+                    "/v1/credits/balance",
+                    "/v1/credits/history",
+                    "/v1/usage",
+                    "/v1/subscriptions",
+                ] {
+                    let call = Call::new(
+                        Method::GET,
+                        format!("{path}?external_user_id={}", USERS[user]),
+                        &key,
+                    );
                     let answer = self.client(call).await?;
                     outs.push(answer.short());
                     if path == "/v1/credits/balance" && answer.status() == Some(200) {
-                        self.seen.balances.push((self.account_id(account), USERS[user].to_string(), answer.body().clone()));
+                        self.seen.balances.push((
+                            self.account_id(account),
+                            USERS[user].to_string(),
+                            answer.body().clone(),
+                        ));
                     }
                     if path == "/v1/subscriptions" && answer.status() == Some(200) {
-                        self.seen.views.push((self.account_id(account), Some(user), answer.body().clone()));
+                        self.seen.views.push((
+                            self.account_id(account),
+                            Some(user),
+                            answer.body().clone(),
+                        ));
                     }
                 }
                 Ok(outs.join(", "))
@@ -710,14 +809,18 @@ impl Sim {
             self.stripe_kind = f.kind();
         }
         if let Some(f) = &step.faults.dynamo {
-            self.world.dynamo.arm_fault(f.operation, f.fault, f.skip, f.count);
+            self.world
+                .dynamo
+                .arm_fault(f.operation, f.fault, f.skip, f.count);
         }
         self.kill_at = step.faults.kill_at;
         Ok(())
     }
 
     async fn disarm(&mut self) -> Result<(), Failure> {
-        self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
+        self.faults_fired()
+            .await
+            .map_err(|e| violation("harness", format!("{e:#}")))?;
         self.world.dynamo.clear();
         self.world
             .clear_stripe_faults()
@@ -780,7 +883,9 @@ impl Sim {
             }
             due.shuffle(&mut self.net);
             if let Some(f) = ops::delivery_fault(&mut self.net) {
-                self.world.dynamo.arm_fault(f.operation, f.fault, f.skip, f.count);
+                self.world
+                    .dynamo
+                    .arm_fault(f.operation, f.fault, f.skip, f.count);
             }
             for mut p in due {
                 let answer = self
@@ -800,7 +905,10 @@ impl Sim {
                     answer.short()
                 );
                 self.network_log.push((object, line));
-                let faulted = self.faults_fired().await.map_err(|e| violation("harness", format!("{e:#}")))?;
+                let faulted = self
+                    .faults_fired()
+                    .await
+                    .map_err(|e| violation("harness", format!("{e:#}")))?;
                 self.count_answer(&answer);
                 self.report.checks += 1;
                 match answer.status() {
@@ -849,7 +957,11 @@ impl Sim {
         self.trace.push(format!(
             "#{n} {:?}{}{} -> {outcome}; {delivered} deliveries",
             step.op,
-            if step.keyed { "" } else { " (no Idempotency-Key)" },
+            if step.keyed {
+                ""
+            } else {
+                " (no Idempotency-Key)"
+            },
             if step.faults.is_empty() {
                 String::new()
             } else {
@@ -865,7 +977,14 @@ impl Sim {
             Op::Report { .. } | Op::Pack { .. } => u64::from(MAX_ATTEMPTS + 1),
             _ => 0,
         };
-        check::created_at_most(&before, &after, &step.op, step.keyed, allowed, &mut self.report.checks)?;
+        check::created_at_most(
+            &before,
+            &after,
+            &step.op,
+            step.keyed,
+            allowed,
+            &mut self.report.checks,
+        )?;
         check::always(self).await
     }
 
@@ -876,7 +995,12 @@ impl Sim {
         let since_hours = (self.world.now() - self.started) / HOUR + 2;
         reconciler::handle(&self.world.state, since_hours)
             .await
-            .map_err(|e| violation("6 (no 5xx without a fault, never a panic)", format!("final reconcile: {e}")))?;
+            .map_err(|e| {
+                violation(
+                    "6 (no 5xx without a fault, never a panic)",
+                    format!("final reconcile: {e}"),
+                )
+            })?;
         self.deliver_due(true).await?;
         check::always(self).await?;
         check::at_quiescence(self).await
@@ -911,7 +1035,9 @@ impl Sim {
 }
 
 /// Runs `futures` concurrently, answers in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out = Vec::with_capacity(handles.len());
     // Poll all together: a join over a vector without another dependency.
@@ -962,7 +1088,10 @@ pub async fn run_seed(seed: u64, options: &Options) -> Result<SeedReport, Box<Vi
     for n in 1..=options.ops {
         let step = ops::draw(&mut sim.rng, sim.world.accounts.len());
         if let Err(f) = sim.step(n, &step).await {
-            sim.trace.push(format!("#{n} {:?} faults {:?} -> VIOLATION", step.op, step.faults));
+            sim.trace.push(format!(
+                "#{n} {:?} faults {:?} -> VIOLATION",
+                step.op, step.faults
+            ));
             return Err(fail(Some(&sim), format!("step {n}"), f));
         }
     }

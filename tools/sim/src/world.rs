@@ -50,7 +50,10 @@ pub struct Account {
 /// What one HTTP request to the API came back with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    Response { status: u16, body: Value },
+    Response {
+        status: u16,
+        body: Value,
+    },
     /// The handler was dropped mid-request (a Lambda killed): the client saw no answer.
     Killed,
     /// The handler panicked.
@@ -190,7 +193,10 @@ impl World {
             tokio::net::TcpListener::bind("127.0.0.1:0").await?,
             EmulatorOptions {
                 // Deliveries are held for the simulation; the URL only names the endpoint.
-                webhook_url: Some(format!("http://sim.invalid{}", shared::stripe::WEBHOOK_PATH)),
+                webhook_url: Some(format!(
+                    "http://sim.invalid{}",
+                    shared::stripe::WEBHOOK_PATH
+                )),
                 hold_deliveries: true,
                 ..EmulatorOptions::default()
             },
@@ -270,9 +276,8 @@ impl World {
             let body = if bytes.is_empty() {
                 Value::Null
             } else {
-                serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                })
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             };
             Ok(Answer::Response { status, body })
         });
@@ -333,7 +338,10 @@ impl World {
                 .await
                 .with_context(|| format!("listing {path}"))?;
             let data = page["data"].as_array().cloned().unwrap_or_default();
-            after = data.last().and_then(|v| v["id"].as_str()).map(str::to_string);
+            after = data
+                .last()
+                .and_then(|v| v["id"].as_str())
+                .map(str::to_string);
             out.extend(data);
             if page["has_more"] != Value::Bool(true) || after.is_none() {
                 return Ok(out);
@@ -398,8 +406,9 @@ impl World {
     pub async fn scan(
         &self,
         table: shared::tables::Table,
-    ) -> anyhow::Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>>
-    {
+    ) -> anyhow::Result<
+        Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    > {
         let client = self.engine.client();
         let name = self.state.store.tables().get(table).to_string();
         let mut items = Vec::new();

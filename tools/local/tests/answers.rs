@@ -1,0 +1,118 @@
+//! An effect and its answer are one: a request whose answer could not be stored after its
+//! effect committed (a completion write that failed, as when the Lambda dies between the two)
+//! must not make its effect again when the client retries with the same Idempotency-Key, and
+//! must answer what the first attempt answered. Found by the fault simulation (`make sim`,
+//! seeds 9, 132, 139, 152, 166 and 176 of the first runs).
+
+use devkit::TestApp;
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::clock::ManualClock;
+use shared::ledger::{Grant, LedgerKey};
+use std::sync::Arc;
+
+async fn send_keyed(app: &TestApp, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .request(Method::POST, app.url(path))
+        .bearer_auth(&app.api_key)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("the app answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends the request, then, with the record it should have completed failing to store, the
+/// client's retries: at once, and past the claim's lease. Every answer after the first.
+async fn retried(
+    app: &TestApp,
+    clock: &ManualClock,
+    path: &str,
+    body: Value,
+) -> ((u16, Value), Vec<(u16, Value)>) {
+    let first = send_keyed(app, path, "retry-me", body.clone()).await;
+    app.dynamodb_faults.clear();
+    let mut retries = vec![send_keyed(app, path, "retry-me", body.clone()).await];
+    clock.advance(time::Duration::seconds(61));
+    retries.push(send_keyed(app, path, "retry-me", body).await);
+    (first, retries)
+}
+
+#[tokio::test]
+async fn a_chat_message_whose_answer_was_not_stored_is_counted_once() {
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    // Every UpdateItem after the first fails: before this fix, the message's counter was
+    // the first and the idempotency record's completion the second.
+    app.dynamodb_faults.arm("UpdateItem", 1, 50);
+    let (first, retries) = retried(
+        &app,
+        &clock,
+        "/v1/usage/chat-messages",
+        json!({"analysis_id": "ana_1"}),
+    )
+    .await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["chat_messages_used"], 1, "{}", first.1);
+    let usage: Value = app.get("/v1/usage").await.json().await.expect("JSON");
+    assert_eq!(usage["chat_messages"]["used"], 1, "counted once: {usage}");
+    for retry in retries {
+        assert_eq!(
+            retry, first,
+            "a retry answers what the first attempt answered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_access_whose_answer_was_not_stored_is_replayed_not_run_again() {
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = TestApp::spawn_with_clock(clock.clone() as Arc<_>, local::router).await;
+    let key = LedgerKey {
+        account_id: app.account.to_string(),
+        subject: "user#alice".into(),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    app.state
+        .store
+        .ledger_grant(
+            &key,
+            &Grant {
+                source_id: "cs_test_pack",
+                credits: 5,
+                reason: "credit_pack",
+                expires_at: None,
+                purchase_sk: None,
+            },
+            now,
+        )
+        .await
+        .expect("granted");
+    // The only UpdateItem of a keyed access was the idempotency record's completion.
+    app.dynamodb_faults.arm("UpdateItem", 0, 50);
+    let (first, retries) = retried(
+        &app,
+        &clock,
+        "/v1/credits/access",
+        json!({"analysis_ids": ["doc_1"], "external_user_id": "alice"}),
+    )
+    .await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["credits_spent"], 1, "{}", first.1);
+    let balance: Value = app
+        .get("/v1/credits/balance?external_user_id=alice")
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(balance["balance"], 4, "spent once: {balance}");
+    for retry in retries {
+        assert_eq!(
+            retry, first,
+            "a retry answers what the first attempt answered"
+        );
+    }
+}
