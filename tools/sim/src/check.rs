@@ -130,18 +130,12 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub async fn read(world: &World) -> anyhow::Result<Self> {
-        let sessions = world.stripe_list("/v1/checkout/sessions").await?.len();
-        let subscriptions = world
-            .stripe_list("/v1/subscriptions?status=all")
-            .await?
-            .len();
-        let spends = world
-            .scan(Table::CreditLedger)
-            .await?
-            .iter()
-            .filter(|i| s(i, "sk").starts_with("ENTRY#") && s(i, "kind") == "spend")
-            .count();
+    /// The counts of one snapshot: Stripe's objects, the ledgers, and the Usage table.
+    async fn of(
+        world: &World,
+        view: &StripeView,
+        ledgers: &BTreeMap<String, Ledger>,
+    ) -> anyhow::Result<Self> {
         let usage = world.scan(Table::Usage).await?;
         let counted = |prefix: &str| -> i64 {
             usage
@@ -151,12 +145,23 @@ impl Counts {
                 .sum()
         };
         Ok(Self {
-            sessions,
-            subscriptions,
-            spends,
+            sessions: view.sessions.len(),
+            subscriptions: view.subscriptions.len(),
+            spends: ledgers
+                .values()
+                .flat_map(|l| &l.entries)
+                .filter(|e| e.0 == "spend")
+                .count(),
             chats: counted("COUNT#CHAT#"),
             analyses: counted("COUNT#ANALYSES#"),
         })
+    }
+
+    /// The counts of the world as it is.
+    pub async fn read(world: &World) -> anyhow::Result<Self> {
+        let view = stripe_view(world).await?;
+        let ledgers = ledgers(world).await?;
+        Self::of(world, &view, &ledgers).await
     }
 }
 
@@ -276,8 +281,8 @@ fn subject_subscriptions<'a>(view: &'a StripeView) -> BTreeMap<(String, String),
     by_subject
 }
 
-/// The invariants that hold after every step.
-pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
+/// The invariants that hold after every step; the counts of what they read.
+pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
     let view = stripe_view(&sim.world).await.map_err(harness)?;
     let mut checks = 0u64;
 
@@ -434,9 +439,12 @@ pub async fn always(sim: &mut Sim) -> Result<(), Failure> {
             ));
         }
     }
+    let counts = Counts::of(&sim.world, &view, &ledgers)
+        .await
+        .map_err(harness)?;
     sim.seen.ledgers = ledgers;
     sim.report.checks += checks;
-    Ok(())
+    Ok(counts)
 }
 
 /// The invariants that hold once the world is quiet: every delivery made, one reconcile.
