@@ -391,6 +391,11 @@ pub fn delivery_fault(rng: &mut Xoshiro256PlusPlus) -> Option<DbFault> {
     })
 }
 
+/// Sometimes the webhook endpoint goes down for a while: hours it lasts.
+pub fn outage(rng: &mut Xoshiro256PlusPlus) -> Option<i64> {
+    rng.random_bool(0.04).then(|| rng.random_range(1..=36))
+}
+
 pub fn fate(rng: &mut Xoshiro256PlusPlus) -> Fate {
     match rng.random_range(0..100) {
         0..=59 => Fate::OnTime,

@@ -122,6 +122,8 @@ pub struct Sim {
     stripe_kind: &'static str,
     /// What the last check counted (the next step's "before").
     counts: check::Counts,
+    /// The webhook endpoint fails every delivery until then (a bad deploy, an outage).
+    outage_until: i64,
 }
 
 impl Sim {
@@ -151,6 +153,7 @@ impl Sim {
             stripe_armed: 0,
             stripe_kind: "stripe_5xx",
             counts: check::Counts::default(),
+            outage_until: 0,
         })
     }
 
@@ -884,6 +887,21 @@ impl Sim {
             if due.is_empty() {
                 return Ok(delivered);
             }
+            if !all && now < self.outage_until {
+                // The endpoint is down: every attempt fails, and Stripe tries again later.
+                for mut p in due {
+                    self.fault_fired("webhook_attempt_in_outage");
+                    let backoff = HOUR << p.attempt.min(6);
+                    if now + backoff - p.first <= STRIPE_RETRY_WINDOW {
+                        p.attempt += 1;
+                        p.due = now + backoff;
+                        self.pending.push(p);
+                    } else {
+                        self.fault_fired("webhook_given_up");
+                    }
+                }
+                return Ok(delivered);
+            }
             due.shuffle(&mut self.net);
             if let Some(f) = ops::delivery_fault(&mut self.net) {
                 self.world
@@ -954,6 +972,10 @@ impl Sim {
         self.disarm().await?;
         let outcome = outcome?;
         self.probe_unchanged(&prepared).await?;
+        if let Some(hours) = ops::outage(&mut self.net) {
+            self.fault_fired("webhook_outage");
+            self.outage_until = self.world.now() + hours * HOUR;
+        }
         let delivered = self.deliver_due(false).await?;
         self.trace.push(format!(
             "#{n} {:?}{}{} -> {outcome}; {delivered} deliveries",
