@@ -12,7 +12,7 @@ SAM_REQUIREMENTS := tools/python/requirements-sam.txt tools/python/constraints-s
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam
 PIP_INSTALL = bin/pip install --quiet --disable-pip-version-check
 
-.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build bench browser key stripe openapi help
+.PHONY: dev dev-reset test fmt lint unit cfn-lint sam-validate build bench browser key stripe openapi sim help
 
 help:
 	@echo "make dev        the whole API on http://127.0.0.1:3000 (DynamoDB on :8000, state in .local/)"
@@ -23,6 +23,7 @@ help:
 	@echo "make key ACCOUNT=acme [MODE=test|live]  issue an API key against the running local stack"
 	@echo "make stripe     the Stripe emulator alone on http://127.0.0.1:12111"
 	@echo "make openapi    regenerate openapi.json (the OpenAPI 3.1 document) from the code"
+	@echo "make sim [SEEDS=100] [OPS=60] [SEED=S]  the seeded fault simulation (SEED replays one seed)"
 
 ## The local stack. PORT overrides the API port (3000).
 dev:
@@ -100,3 +101,14 @@ ACCOUNT ?= acme
 MODE ?= test
 key:
 	$(CARGO) run -q -p admin -- --local create-key --account $(ACCOUNT) --mode $(MODE)
+
+## The seeded fault simulation (tools/sim): SEEDS seeds from FIRST_SEED (1), OPS steps each,
+## JOBS at once; SEED=S replays one seed (add TRACE=1 for its steps). make test runs seeds
+## 1-16 (tools/sim/tests/seeds.rs).
+SEEDS ?= 100
+OPS ?= 60
+JOBS ?= 4
+FIRST_SEED ?= 1
+sim:
+	$(CARGO) run -q --locked -p sim -- --seeds $(SEEDS) --first $(FIRST_SEED) --ops $(OPS) --jobs $(JOBS) \
+	  $(if $(SEED),--seed $(SEED)) $(if $(TRACE),--trace)

@@ -267,7 +267,7 @@ async fn stripe_view(world: &World) -> anyhow::Result<StripeView> {
     })
 }
 
-fn subject_subscriptions<'a>(view: &'a StripeView) -> BTreeMap<(String, String), Vec<&'a Value>> {
+fn subject_subscriptions(view: &StripeView) -> BTreeMap<(String, String), Vec<&Value>> {
     let mut by_subject: BTreeMap<(String, String), Vec<&Value>> = BTreeMap::new();
     for sub in &view.subscriptions {
         let customer = sub["customer"].as_str().unwrap_or_default();

@@ -16,4 +16,4 @@ pub mod ops;
 pub mod run;
 pub mod world;
 
-pub use run::{Options, SeedReport, Violation, run_seed};
+pub use run::{Options, SeedReport, Violation, run_seed, run_seeds};

@@ -2,7 +2,7 @@
 //! seed prints its replay command and trace, and the run exits 1.
 
 use clap::Parser;
-use sim::{Options, SeedReport, run_seed};
+use sim::{Options, SeedReport};
 use std::time::Instant;
 
 #[derive(Debug, Parser)]
@@ -42,26 +42,7 @@ async fn main() -> std::process::ExitCode {
     let started = Instant::now();
     let mut total = SeedReport::default();
     let mut failed = Vec::new();
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(args.jobs.max(1)));
-    let mut running = tokio::task::JoinSet::new();
-    for seed in seeds.clone() {
-        let (gate, options) = (gate.clone(), options.clone());
-        running.spawn(async move {
-            let _permit = gate.acquire_owned().await;
-            (seed, run_seed(seed, &options).await)
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(done) = running.join_next().await {
-        match done {
-            Ok(result) => results.push(result),
-            Err(e) => {
-                eprintln!("a seed's task failed: {e}");
-                failed.push(u64::MAX);
-            }
-        }
-    }
-    results.sort_by_key(|(seed, _)| *seed);
+    let results = sim::run_seeds(&seeds, &options, args.jobs).await;
     for (seed, result) in results {
         match result {
             Ok(report) => {
@@ -69,9 +50,9 @@ async fn main() -> std::process::ExitCode {
                     for line in &report.trace {
                         println!("  {line}");
                     }
-                    println!("seed {seed}: {}", summary_of(&report));
+                    println!("seed {seed}: {}", report.summary());
                 }
-                add(&mut total, &report);
+                total.add(&report);
             }
             Err(violation) => {
                 eprintln!("{violation}");
@@ -88,7 +69,7 @@ async fn main() -> std::process::ExitCode {
         } else {
             format!(": {failed:?}")
         },
-        summary_of(&total),
+        total.summary(),
         started.elapsed().as_secs_f64()
     );
     if failed.is_empty() {
@@ -96,31 +77,4 @@ async fn main() -> std::process::ExitCode {
     } else {
         std::process::ExitCode::FAILURE
     }
-}
-
-fn add(total: &mut SeedReport, report: &SeedReport) {
-    total.ops += report.ops;
-    total.requests += report.requests;
-    total.deliveries += report.deliveries;
-    total.checks += report.checks;
-    for (k, v) in &report.faults {
-        *total.faults.entry(k).or_default() += v;
-    }
-    for (k, v) in &report.answers {
-        *total.answers.entry(k.clone()).or_default() += v;
-    }
-}
-
-fn summary_of(r: &SeedReport) -> String {
-    let faults: Vec<String> = r.faults.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let answers: Vec<String> = r.answers.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(
-        "{} ops, {} requests, {} webhook deliveries, {} invariant checks | answers {} | faults {}",
-        r.ops,
-        r.requests,
-        r.deliveries,
-        r.checks,
-        answers.join(" "),
-        faults.join(" ")
-    )
 }

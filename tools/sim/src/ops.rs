@@ -405,3 +405,52 @@ pub fn fate(rng: &mut Xoshiro256PlusPlus) -> Fate {
         _ => Fate::Delayed(rng.random_range(4..=6) * DAY),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_seed_draws_the_same_steps_and_faults() {
+        let draw_all = |seed| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            (0..200).map(|_| draw(&mut rng, 3)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw_all(7), draw_all(7));
+        assert_ne!(draw_all(7), draw_all(8));
+    }
+
+    #[test]
+    fn every_kind_of_step_and_fault_is_drawn() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let steps: Vec<Step> = (0..2_000).map(|_| draw(&mut rng, 3)).collect();
+        let kinds: std::collections::BTreeSet<String> = steps
+            .iter()
+            .map(|s| {
+                format!("{:?}", s.op)
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(kinds.len(), 16, "{kinds:?}");
+        assert!(steps.iter().any(|s| s.faults.kill_at.is_some()));
+        for when in ["before", "after"] {
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.faults.stripe.as_ref().is_some_and(|f| f.when == when))
+            );
+        }
+        for fault in DynamoFault::ALL {
+            assert!(
+                steps
+                    .iter()
+                    .any(|s| s.faults.dynamo.as_ref().is_some_and(|f| f.fault == fault))
+            );
+        }
+        assert!(steps.iter().any(|s| !s.keyed));
+    }
+}

@@ -45,10 +45,96 @@ pub struct SeedReport {
     pub trace: Vec<String>,
 }
 
+impl SeedReport {
+    /// Adds another seed's numbers to these.
+    pub fn add(&mut self, other: &SeedReport) {
+        self.ops += other.ops;
+        self.requests += other.requests;
+        self.deliveries += other.deliveries;
+        self.checks += other.checks;
+        for (k, v) in &other.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        for (k, v) in &other.answers {
+            *self.answers.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// The numbers on one line: what ran, what was injected, what was checked.
+    pub fn summary(&self) -> String {
+        let list = |m: Vec<String>| m.join(" ");
+        format!(
+            "{} ops, {} requests, {} webhook deliveries, {} invariant checks | answers {} | faults {}",
+            self.ops,
+            self.requests,
+            self.deliveries,
+            self.checks,
+            list(
+                self.answers
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            ),
+            list(
+                self.faults
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            ),
+        )
+    }
+}
+
+/// Runs `seeds`, `jobs` at a time (each in its own world; they wait on time more than on
+/// CPU), in seed order.
+pub async fn run_seeds(
+    seeds: &[u64],
+    options: &Options,
+    jobs: usize,
+) -> Vec<(u64, Result<SeedReport, Box<Violation>>)> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = seeds.len();
+    let mut running = tokio::task::JoinSet::new();
+    for &seed in seeds {
+        let (gate, options, done) = (gate.clone(), options.clone(), done.clone());
+        running.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let result = run_seed(seed, &options).await;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if total >= 50 && n % 25 == 0 {
+                eprintln!("sim: {n}/{total} seeds done");
+            }
+            (seed, result)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(result) => results.push(result),
+            Err(e) => results.push((
+                u64::MAX,
+                Err(Box::new(Violation {
+                    seed: u64::MAX,
+                    ops: options.ops,
+                    at: "its task".into(),
+                    invariant: "harness",
+                    message: e.to_string(),
+                    trace: Vec::new(),
+                })),
+            )),
+        }
+    }
+    results.sort_by_key(|(seed, _)| *seed);
+    results
+}
+
 /// An invariant that did not hold.
 #[derive(Debug, Clone)]
 pub struct Violation {
     pub seed: u64,
+    /// The run's steps per seed (a replay needs the same).
+    pub ops: usize,
     /// The step it was found after (or at quiescence).
     pub at: String,
     pub invariant: &'static str,
@@ -64,7 +150,11 @@ impl std::fmt::Display for Violation {
             "seed {} violated invariant {} at {}: {}",
             self.seed, self.invariant, self.at, self.message
         )?;
-        writeln!(f, "replay: make sim SEED={}", self.seed)?;
+        writeln!(
+            f,
+            "replay: make sim SEED={} OPS={} TRACE=1",
+            self.seed, self.ops
+        )?;
         writeln!(f, "trace:")?;
         for line in &self.trace {
             writeln!(f, "  {line}")?;
@@ -129,7 +219,7 @@ pub struct Sim {
 impl Sim {
     async fn new(seed: u64) -> anyhow::Result<Self> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let net = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_0f_4e7);
+        let net = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x0005_eed0_f4e7);
         let accounts = rng.random_range(2..=3);
         let world = World::start(accounts).await?;
         let started = world.now();
@@ -948,7 +1038,7 @@ impl Sim {
                         ));
                     }
                 }
-                if !answer.status().is_some_and(|s| s < 300) {
+                if answer.status().is_none_or(|s| s >= 300) {
                     let backoff = HOUR << p.attempt.min(6);
                     if now + backoff - p.first <= STRIPE_RETRY_WINDOW {
                         p.attempt += 1;
@@ -1081,11 +1171,7 @@ async fn futures_join_all<F: std::future::Future>(
         }
     })
     .await;
-    for slot in slots {
-        if let Some(v) = slot {
-            out.push(v);
-        }
-    }
+    out.extend(slots.into_iter().flatten());
     out
 }
 
@@ -1094,6 +1180,7 @@ pub async fn run_seed(seed: u64, options: &Options) -> Result<SeedReport, Box<Vi
     let fail = |sim: Option<&Sim>, at: String, (invariant, message): Failure| {
         Box::new(Violation {
             seed,
+            ops: options.ops,
             at,
             invariant,
             message,
