@@ -411,16 +411,9 @@ async fn finish(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match complete_retried(
-        records,
-        pk,
-        request_hash,
-        owner,
-        status.as_u16(),
-        text,
-        content_type,
-    )
-    .await
+    match records
+        .complete(pk, request_hash, owner, status.as_u16(), text, content_type)
+        .await
     {
         Ok(true) => {}
         // Our lease ran out and a retry of the same request took the key over; it stores
@@ -433,41 +426,9 @@ async fn finish(
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// Pauses between attempts to store a response (after the SDK's own retries).
+/// Pauses between attempts to store a response (after the SDK's own retries): the handler's
+/// effect is done, and a record left in progress makes the retry run it again.
 const COMPLETE_BACKOFF_MS: [u64; 3] = [50, 200, 800];
-
-/// [`Records::complete`], tried again after a failure: the handler's effect is done, and a
-/// record left in progress makes the retry run it again.
-async fn complete_retried(
-    records: &Records<'_>,
-    pk: &str,
-    request_hash: &str,
-    owner: &str,
-    status: u16,
-    body: String,
-    content_type: Option<String>,
-) -> Result<bool, RecordsError> {
-    let mut pauses = COMPLETE_BACKOFF_MS.iter();
-    loop {
-        let result = records
-            .complete(
-                pk,
-                request_hash,
-                owner,
-                status,
-                body.clone(),
-                content_type.clone(),
-            )
-            .await;
-        match (result, pauses.next()) {
-            (Err(e), Some(ms)) => {
-                tracing::warn!(error = %e, "storing the idempotent response failed; trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
-            }
-            (result, _) => return result,
-        }
-    }
-}
 
 async fn release(records: &Records<'_>, pk: &str, owner: &str) {
     if let Err(e) = records.release(pk, owner).await {
@@ -689,7 +650,8 @@ impl<'a> Records<'a> {
             .transpose()
     }
 
-    /// Stores the response on our claim. `false` when the claim is no longer ours.
+    /// Stores the response on our claim, trying again after a failure
+    /// ([`COMPLETE_BACKOFF_MS`]). `false` when the claim is no longer ours.
     async fn complete(
         &self,
         pk: &str,
@@ -708,26 +670,27 @@ impl<'a> Records<'a> {
             body,
             content_type,
         );
-        let result = self
-            .client
-            .update_item()
-            .set_table_name(update.get_table_name().clone())
-            .set_key(update.get_key().clone())
-            .set_update_expression(update.get_update_expression().clone())
-            .set_condition_expression(update.get_condition_expression().clone())
-            .set_expression_attribute_names(update.get_expression_attribute_names().clone())
-            .set_expression_attribute_values(update.get_expression_attribute_values().clone())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
+        let mut pauses = COMPLETE_BACKOFF_MS.iter();
+        loop {
+            let result = self
+                .client
+                .update_item()
+                .set_table_name(update.get_table_name().clone())
+                .set_key(update.get_key().clone())
+                .set_update_expression(update.get_update_expression().clone())
+                .set_condition_expression(update.get_condition_expression().clone())
+                .set_expression_attribute_names(update.get_expression_attribute_names().clone())
+                .set_expression_attribute_values(update.get_expression_attribute_values().clone())
+                .send()
+                .await;
+            match (crate::store::condition_held(result), pauses.next()) {
+                (Err(e), Some(ms)) => {
+                    tracing::warn!(error = %e, "storing the idempotent response failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+                }
+                (Err(e), None) => return Err(RecordsError::Sdk(e.to_string())),
+                (Ok(held), _) => return Ok(held),
             }
-            Err(e) => Err(sdk_error(e)),
         }
     }
 

@@ -420,6 +420,21 @@ impl Sim {
         }
     }
 
+    /// One request of `account`'s client (keyed as the step says); its short answer.
+    async fn request(
+        &mut self,
+        keyed: bool,
+        account: usize,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<String, Failure> {
+        let mut call = Call::new(method, path, &self.api_key(account));
+        call.body = body;
+        let call = self.keyed_call(keyed, call);
+        Ok(self.client(call).await?.short())
+    }
+
     /// Pays (or declines) a Checkout page; abandoning leaves it open.
     async fn pay(&mut self, url: &str, pay: Pay) -> Result<String, Failure> {
         let card = match pay {
@@ -691,26 +706,14 @@ impl Sim {
                 }
                 Ok(outs.join(", "))
             }
-            Op::Analysis { account, user, doc } => {
-                let call =
-                    Call::new(Method::POST, "/v1/usage/analyses", &self.api_key(account)).json(
-                        Self::user_body(user, json!({"analysis_id": format!("doc_{doc}")})),
-                    );
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
-            }
-            Op::Chat { account, user, doc } => {
-                let call = Call::new(
-                    Method::POST,
-                    "/v1/usage/chat-messages",
-                    &self.api_key(account),
-                )
-                .json(Self::user_body(
-                    user,
-                    json!({"analysis_id": format!("doc_{doc}")}),
-                ));
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
+            Op::Analysis { account, user, doc } | Op::Chat { account, user, doc } => {
+                let path = match step.op {
+                    Op::Analysis { .. } => "/v1/usage/analyses",
+                    _ => "/v1/usage/chat-messages",
+                };
+                let body = Self::user_body(user, json!({"analysis_id": format!("doc_{doc}")}));
+                self.request(keyed, account, Method::POST, path.into(), Some(body))
+                    .await
             }
             Op::ServerCreate {
                 account,
@@ -718,44 +721,32 @@ impl Sim {
                 tier,
             } => {
                 let customer = &prepared.customer;
-                let call = Call::new(Method::POST, "/v1/subscriptions", &self.api_key(account))
-                    .json(Self::user_body(
-                        user,
-                        json!({"tier": tier, "stripe_customer_id": customer}),
-                    ));
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
+                let body =
+                    Self::user_body(user, json!({"tier": tier, "stripe_customer_id": customer}));
+                self.request(
+                    keyed,
+                    account,
+                    Method::POST,
+                    "/v1/subscriptions".into(),
+                    Some(body),
+                )
+                .await
             }
             Op::Upgrade { account, tier, .. } => {
                 let id = &prepared.subscription;
-                let call = Call::new(
-                    Method::PUT,
-                    format!("/v1/subscriptions/{id}/upgrade"),
-                    &self.api_key(account),
-                )
-                .json(json!({"new_tier": tier}));
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
+                let path = format!("/v1/subscriptions/{id}/upgrade");
+                let body = json!({"new_tier": tier});
+                self.request(keyed, account, Method::PUT, path, Some(body))
+                    .await
             }
             Op::Cancel { account, .. } => {
-                let id = &prepared.subscription;
-                let call = Call::new(
-                    Method::DELETE,
-                    format!("/v1/subscriptions/{id}"),
-                    &self.api_key(account),
-                );
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
+                let path = format!("/v1/subscriptions/{}", prepared.subscription);
+                self.request(keyed, account, Method::DELETE, path, None)
+                    .await
             }
             Op::Reactivate { account, .. } => {
-                let id = &prepared.subscription;
-                let call = Call::new(
-                    Method::POST,
-                    format!("/v1/subscriptions/{id}/reactivate"),
-                    &self.api_key(account),
-                );
-                let call = self.keyed_call(keyed, call);
-                Ok(self.client(call).await?.short())
+                let path = format!("/v1/subscriptions/{}/reactivate", prepared.subscription);
+                self.request(keyed, account, Method::POST, path, None).await
             }
             Op::PortalCancel { account, user } | Op::PortalFailingCard { account, user } => {
                 let Some(url) = self.portal(account, user, keyed).await? else {
