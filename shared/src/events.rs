@@ -13,7 +13,7 @@
 use crate::catalog::{PackType, REPORT};
 use crate::domain::Subject;
 use crate::error::ApiError;
-use crate::ledger::{Grant, GrantOutcome, LedgerKey, Purchase, PurchaseStatus};
+use crate::ledger::{CreditKind, Grant, GrantOutcome, LedgerKey, Purchase, PurchaseStatus};
 use crate::state::AppState;
 use crate::subscriptions::{
     META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, PURPOSE_REPORT,
@@ -315,6 +315,7 @@ async fn grant_purchase(state: &AppState, event: &Event) -> Result<Effect, ApiEr
     let grant = match str_at(object, &["metadata", META_PURPOSE]) {
         Some(PURPOSE_REPORT) => Grant {
             source_id: owner.session,
+            kind: CreditKind::Analysis,
             credits: i64::from(REPORT.credits),
             reason: PURPOSE_REPORT,
             expires_at: Some(paid_at + i64::from(REPORT.valid_days) * 86_400),
@@ -333,6 +334,7 @@ async fn grant_purchase(state: &AppState, event: &Event) -> Result<Effect, ApiEr
             };
             Grant {
                 source_id: owner.session,
+                kind: CreditKind::Document,
                 credits: i64::from(pack.credits),
                 reason: PURPOSE_CREDIT_PACK,
                 expires_at: None,

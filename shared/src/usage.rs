@@ -17,12 +17,12 @@
 //! the free tier, in that order); this module only counts and pays atomically.
 
 use crate::ledger::LedgerKey;
-use crate::ledger::rules::{AccessPlan, Draw, StoredLot};
+use crate::ledger::rules::{AccessPlan, Draw};
 use crate::ledger::store::{
-    CONDITION_FAILED, ENTRY_PREFIX, GRANT_PREFIX, MAX_DECISIONS, TxResult, check_id, entry_put,
-    last_failed, new_entry_id, spend_update,
+    CONDITION_FAILED, MAX_DECISIONS, TxResult, check_id, entry_put, last_failed, new_entry_id,
+    spend_update,
 };
-use crate::ledger::{Entry, EntryKind};
+use crate::ledger::{CreditKind, Entry, EntryKind};
 use crate::store::{AnswerWith, Store, StoreError, build, corrupt, sdk};
 use crate::subscriptions::PURPOSE_REPORT;
 use crate::tables::Table;
@@ -37,8 +37,6 @@ pub const ANALYSIS_SPEND_REASON: &str = "analysis";
 
 const ANALYSIS_PREFIX: &str = "ANALYSIS#";
 const COUNT_ATTR: &str = "count";
-/// The most expiring lots looked at (soonest first) when looking for a report lot.
-const MAX_LOTS_CHECKED: usize = 64;
 
 /// Whose usage: an account and a subject (`Subject::key()`: `self` or `user#<id>`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -391,51 +389,6 @@ impl Store {
         )))
     }
 
-    /// Whether the grant of lot `source_id` had the `report` reason: its `GRANT#` marker
-    /// names its entry, whose reason says (2 consistent reads; both items never change).
-    async fn lot_is_report(&self, ledger_pk: &str, source_id: &str) -> Result<bool, StoreError> {
-        let marker = self
-            .client()
-            .get_item()
-            .table_name(self.ledger_table())
-            .set_key(Some(item_key(
-                ledger_pk,
-                &format!("{GRANT_PREFIX}{source_id}"),
-            )))
-            .consistent_read(true)
-            .projection_expression("entry_id")
-            .send()
-            .await
-            .map_err(sdk)?;
-        let entry_id = match marker.item.as_ref().and_then(|i| i.get("entry_id")) {
-            Some(AttributeValue::S(id)) => id.clone(),
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "ledger {ledger_pk}: lot {source_id} has no grant marker naming its entry"
-                )));
-            }
-        };
-        let entry = self
-            .client()
-            .get_item()
-            .table_name(self.ledger_table())
-            .set_key(Some(item_key(
-                ledger_pk,
-                &format!("{ENTRY_PREFIX}{entry_id}"),
-            )))
-            .consistent_read(true)
-            .projection_expression("reason")
-            .send()
-            .await
-            .map_err(sdk)?;
-        match entry.item.as_ref().and_then(|i| i.get("reason")) {
-            Some(AttributeValue::S(reason)) => Ok(reason == REPORT_REASON),
-            _ => Err(StoreError::Corrupt(format!(
-                "ledger {ledger_pk}: the grant entry {entry_id} of lot {source_id} has no reason"
-            ))),
-        }
-    }
-
     /// Pays one analysis with the subject's soonest-expiring unexpired lot granted for a
     /// `report` (never with the pool: pack credits do not pay analyses), in one transaction
     /// spanning the ledger and the usage table: `BALANCE` (balance −1, that lot's remaining
@@ -460,8 +413,6 @@ impl Store {
         let ledger_pk = ledger_key.pk();
         let pk = key.pk();
         let counter_sk = Meter::Analyses.sort_key(period_key);
-        // Whether a lot is a report's: grants never change, so this holds across decisions.
-        let mut is_report: HashMap<String, bool> = HashMap::new();
         for _ in 0..MAX_DECISIONS {
             if let Some(earlier) = self.analysis_record(key, analysis_id).await? {
                 return Ok(Some(Consumed::Earlier(earlier)));
@@ -469,27 +420,16 @@ impl Store {
             let Some(state) = self.ledger_read(&ledger_pk, &[], None).await?.state else {
                 return Ok(None);
             };
-            let mut live: Vec<&StoredLot> = state
+            // The soonest-expiring unexpired analysis credit (a report's).
+            let chosen = state
                 .lots
                 .iter()
-                .filter(|l| l.remaining > 0 && !crate::ledger::rules::is_expired(l.expires_at, now))
-                .collect();
-            live.sort_by(|a, b| (a.expires_at, &a.source_id).cmp(&(b.expires_at, &b.source_id)));
-            let mut chosen = None;
-            for lot in live.into_iter().take(MAX_LOTS_CHECKED) {
-                let report = match is_report.get(&lot.source_id) {
-                    Some(known) => *known,
-                    None => {
-                        let known = self.lot_is_report(&ledger_pk, &lot.source_id).await?;
-                        is_report.insert(lot.source_id.clone(), known);
-                        known
-                    }
-                };
-                if report {
-                    chosen = Some(lot);
-                    break;
-                }
-            }
+                .filter(|l| {
+                    l.kind == CreditKind::Analysis
+                        && l.remaining > 0
+                        && !crate::ledger::rules::is_expired(l.expires_at, now)
+                })
+                .min_by(|a, b| (a.expires_at, &a.source_id).cmp(&(b.expires_at, &b.source_id)));
             let Some(lot) = chosen else {
                 return Ok(None);
             };
@@ -502,7 +442,7 @@ impl Store {
                 }],
                 from_pool: 0,
                 expiries: state.expiries(now),
-                remaining_balance: state.available(now) - 1,
+                remaining_balance: state.unexpired(CreditKind::Analysis, now) - 1,
             };
             let spend = Entry {
                 id: new_entry_id(now),

@@ -6,8 +6,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::Engine;
 use shared::clock::SystemClock;
 use shared::ledger::{
-    AccessOutcome, Balance, Charge, EntryKind, Grant, GrantOutcome, LedgerKey, Lot, MAX_ACCESS_IDS,
-    Purchase, PurchaseStatus,
+    AccessOutcome, Balance, Charge, CreditKind, EntryKind, Grant, GrantOutcome, LedgerKey, Lot,
+    MAX_ACCESS_IDS, Purchase, PurchaseStatus,
 };
 use shared::store::{Store, StoreError};
 use shared::tables::Table;
@@ -47,6 +47,7 @@ fn ids(raw: &[&str]) -> Vec<String> {
 fn grant<'a>(source: &'a str, credits: i64) -> Grant<'a> {
     Grant {
         source_id: source,
+        kind: CreditKind::Document,
         credits,
         reason: "credit pack",
         expires_at: None,
@@ -448,32 +449,68 @@ async fn owned_documents_are_free_and_access_is_all_or_nothing() {
 }
 
 #[tokio::test]
-async fn without_charge_documents_are_recorded_and_cost_nothing() {
+async fn without_charge_documents_cost_nothing_and_are_not_bought() {
     let l = ledger().await;
     let k = key("u1");
     assert_eq!(
         access(&l.store, &k, &["x", "y"], false, T0).await,
         granted(&["x", "y"], 0, 0)
     );
-    let d = assert_invariants(&l.store, &k).await;
-    assert_eq!(d.docs, HashSet::from(["x".to_string(), "y".to_string()]));
-    assert_eq!(d.charged_docs, 0);
-    // Later, without the subscription, they stay owned.
+    // A plan's access writes nothing: it is not a purchase.
+    assert!(items(&l.store, &k).await.is_empty());
+    // Later, without the subscription, they cost a credit like any other.
     l.store
-        .ledger_grant(&k, &grant("cs_1", 2), T0)
+        .ledger_grant(&k, &grant("cs_1", 3), T0)
         .await
         .unwrap();
     assert_eq!(
         access(&l.store, &k, &["x", "z"], true, T0).await,
-        granted(&["x", "z"], 1, 1)
+        granted(&["x", "z"], 2, 1)
     );
     assert_invariants(&l.store, &k).await;
+    // A document bought with a credit stays free, on a plan or not.
     assert_eq!(
-        access(&l.store, &k, &["w"], false, T0).await,
-        granted(&["w"], 0, 1)
+        access(&l.store, &k, &["x", "w"], false, T0).await,
+        granted(&["x", "w"], 0, 1)
+    );
+    assert_eq!(
+        access(&l.store, &k, &["x"], true, T0).await,
+        granted(&["x"], 0, 1)
     );
     let d = assert_invariants(&l.store, &k).await;
-    assert_eq!((d.balance, d.docs.len()), (1, 4));
+    assert_eq!((d.balance, d.docs.len()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_document_a_plan_once_recorded_is_bought_with_a_credit() {
+    // Plan access used to write a `DOC#` item without an entry; it owns nothing now.
+    let l = ledger().await;
+    let k = key("u1");
+    l.store
+        .ledger_grant(&k, &grant("cs_1", 2), T0)
+        .await
+        .unwrap();
+    let table = l.store.tables().get(Table::CreditLedger).to_string();
+    l.store
+        .client()
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(k.pk()))
+        .item("sk", AttributeValue::S("DOC#old".into()))
+        .item("analysis_id", AttributeValue::S("old".into()))
+        .item("granted_at", AttributeValue::N(T0.to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        access(&l.store, &k, &["old"], true, T0).await,
+        granted(&["old"], 1, 1)
+    );
+    assert_eq!(
+        access(&l.store, &k, &["old"], true, T0).await,
+        granted(&["old"], 0, 1)
+    );
+    assert_invariants(&l.store, &k).await;
 }
 
 #[tokio::test]
@@ -614,7 +651,7 @@ async fn two_hundred_concurrent_requests_for_one_document_charge_once() {
 }
 
 #[tokio::test]
-async fn spending_takes_the_expiring_lot_first() {
+async fn spending_takes_the_expiring_document_lot_first() {
     let l = ledger().await;
     let k = key("u1");
     l.store
@@ -622,8 +659,9 @@ async fn spending_takes_the_expiring_lot_first() {
         .await
         .unwrap();
     assert_invariants(&l.store, &k).await;
+    // Expiring document credits (a promotion, say).
     let report = Grant {
-        reason: "report credit",
+        reason: "promotion",
         expires_at: Some(T0 + 30 * DAY),
         ..grant("cs_report", 2)
     };
@@ -636,6 +674,7 @@ async fn spending_takes_the_expiring_lot_first() {
         b.lots,
         vec![Lot {
             source_id: "cs_report".into(),
+            kind: CreditKind::Document,
             remaining: 2,
             expires_at: Some(T0 + 30 * DAY)
         }]
@@ -786,4 +825,81 @@ async fn purchases_page_newest_first_with_totals_over_completed_ones() {
         5
     );
     assert_eq!(balance(&l.store, &k, T0 + DAY).await.total_purchased, 6);
+}
+
+#[tokio::test]
+async fn a_lot_stored_before_kinds_gets_its_kind_from_its_grant_once() {
+    let l = ledger().await;
+    let k = key("u1");
+    let expires = T0 + 30 * DAY;
+    for (source, reason, kind) in [
+        ("cs_report", "report", CreditKind::Analysis),
+        ("cs_promo", "promotion", CreditKind::Document),
+    ] {
+        let g = Grant {
+            kind,
+            reason,
+            expires_at: Some(expires),
+            ..grant(source, 1)
+        };
+        l.store.ledger_grant(&k, &g, T0).await.unwrap();
+    }
+    // As the items were before lots had kinds.
+    let table = l.store.tables().get(Table::CreditLedger).to_string();
+    for source in ["cs_report", "cs_promo"] {
+        l.store
+            .client()
+            .update_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S(k.pk()))
+            .key("sk", AttributeValue::S("BALANCE".into()))
+            .update_expression("REMOVE #lots.#s.#k")
+            .expression_attribute_names("#lots", "lots")
+            .expression_attribute_names("#s", source)
+            .expression_attribute_names("#k", "kind")
+            .send()
+            .await
+            .unwrap();
+    }
+    let stored_kinds = || async {
+        let all = items(&l.store, &k).await;
+        let Some(AttributeValue::M(lots)) = all["BALANCE"].get("lots") else {
+            panic!("lots");
+        };
+        let mut kinds: Vec<(String, Option<String>)> = lots
+            .iter()
+            .map(|(s, lot)| {
+                let kind = lot
+                    .as_m()
+                    .ok()
+                    .and_then(|m| m.get("kind"))
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
+                (s.clone(), kind)
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    assert!(stored_kinds().await.iter().all(|(_, k)| k.is_none()));
+    let b = balance(&l.store, &k, T0).await;
+    assert_eq!(b.balance, 1, "only the promotion's credit unlocks documents");
+    let mut kinds: Vec<_> = b.lots.iter().map(|l| (l.source_id.clone(), l.kind)).collect();
+    kinds.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        kinds,
+        vec![
+            ("cs_promo".to_string(), CreditKind::Document),
+            ("cs_report".to_string(), CreditKind::Analysis)
+        ]
+    );
+    assert_eq!(
+        stored_kinds().await,
+        vec![
+            ("cs_promo".to_string(), Some("document".to_string())),
+            ("cs_report".to_string(), Some("analysis".to_string()))
+        ],
+        "stored, so later reads need no grant"
+    );
+    assert_invariants(&l.store, &k).await;
 }

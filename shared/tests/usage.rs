@@ -5,7 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::Engine;
 use shared::clock::SystemClock;
-use shared::ledger::{EntryKind, Grant, GrantOutcome, LedgerKey};
+use shared::ledger::{CreditKind, EntryKind, Grant, GrantOutcome, LedgerKey};
 use shared::store::{Store, StoreError};
 use shared::tables::Table;
 use shared::usage::{
@@ -51,6 +51,7 @@ fn ledger_key(user: &str) -> LedgerKey {
 fn report<'a>(source: &'a str, credits: i64, expires_at: i64) -> Grant<'a> {
     Grant {
         source_id: source,
+        kind: CreditKind::Analysis,
         credits,
         reason: "report",
         expires_at: Some(expires_at),
@@ -61,6 +62,7 @@ fn report<'a>(source: &'a str, credits: i64, expires_at: i64) -> Grant<'a> {
 fn pack(source: &str, credits: i64) -> Grant<'_> {
     Grant {
         source_id: source,
+        kind: CreditKind::Document,
         credits,
         reason: "credit pack",
         expires_at: None,
@@ -330,7 +332,8 @@ async fn report_credits_pay_analyses_and_pack_credits_do_not() {
         .ledger_grant(&lk, &report("cs_report", 1, expires), T0)
         .await
         .unwrap();
-    assert_eq!(g, GrantOutcome::Granted { balance: 6 });
+    // The balance counts document credits: the report's is an analysis credit.
+    assert_eq!(g, GrantOutcome::Granted { balance: 5 });
     assert_ledger(&u.store, &lk).await;
 
     let out = u
@@ -419,6 +422,7 @@ async fn the_soonest_expiring_report_lot_pays_and_expired_or_other_lots_never_do
     let period = month_period_key(T0);
     // An expiring lot that is not a report's (expires first) and two report lots.
     let other = Grant {
+        kind: CreditKind::Document,
         reason: "promotion",
         ..report("cs_promo", 3, T0 + 5 * DAY)
     };

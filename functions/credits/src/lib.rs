@@ -501,7 +501,7 @@ async fn access(
         StatusCode::PAYMENT_REQUIRED,
         Json(PaymentRequired {
             error: "payment_required",
-            message: format!("Need {required} credits to access {required} documents"),
+            message: need_message(required),
             credits_required: required,
             credits_available: available,
             credits_needed: (required - available).max(0),
@@ -511,6 +511,13 @@ async fn access(
         }),
     )
         .into_response())
+}
+
+/// The 402's message: "Need 1 credit to access 1 document", "Need 3 credits to access 3
+/// documents".
+fn need_message(documents: i64) -> String {
+    let s = if documents == 1 { "" } else { "s" };
+    format!("Need {documents} credit{s} to access {documents} document{s}")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -645,5 +652,11 @@ mod tests {
             serde_json::json!({"tier": "pro", "name": "Pro Subscription", "price_display": "$99/month",
                                "description": "Unlimited document analyses"})
         );
+    }
+
+    #[test]
+    fn the_402_message_is_singular_for_one_document() {
+        assert_eq!(need_message(1), "Need 1 credit to access 1 document");
+        assert_eq!(need_message(3), "Need 3 credits to access 3 documents");
     }
 }

@@ -20,7 +20,7 @@ use shared::domain::{ExternalUserId, Subject};
 use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, answered_with_effect};
-use shared::ledger::LedgerKey;
+use shared::ledger::{CreditKind, LedgerKey};
 use shared::metering::{
     Plan, analyses_limit_exceeded, chat_limit_exceeded, plan_of, report_period_key,
 };
@@ -166,7 +166,7 @@ async fn report_credits_left(state: &AppState, who: &Who, now: i64) -> Result<u6
     Ok(balance
         .lots
         .iter()
-        .filter(|l| l.expires_at.is_some())
+        .filter(|l| l.kind == CreditKind::Analysis)
         .map(|l| l.remaining.max(0) as u64)
         .sum())
 }
@@ -566,7 +566,7 @@ async fn usage(
         report_credits: balance
             .lots
             .iter()
-            .filter(|l| l.expires_at.is_some())
+            .filter(|l| l.kind == CreditKind::Analysis)
             .map(|l| ReportCreditView {
                 credits: l.remaining,
                 expires_at: l.expires_at.and_then(timestamp),

@@ -1,18 +1,23 @@
-//! The credit ledger: per (account, subject) balances of document credits on the
-//! `CreditLedger` table, changed only by conditioned `TransactWriteItems` that write the
-//! balance and its append-only entry together.
+//! The credit ledger: per (account, subject) balances of credits on the `CreditLedger`
+//! table, changed only by conditioned `TransactWriteItems` that write the balance and its
+//! append-only entry together. Each credit has a [`CreditKind`], what it was sold for, and
+//! pays for that only: document credits (the packs) unlock documents, analysis credits (the
+//! report) pay analyses.
 //!
 //! Item layout (pk `"{account_id}#{subject_key}"`):
-//! - `BALANCE`: `balance`, `pool` (credits that never expire), `total_purchased`,
+//! - `BALANCE`: `balance`, `pool` (document credits that never expire), `total_purchased`,
 //!   `total_spent`, `total_expired`, and `lots`, a map from a grant's source id to
-//!   `{remaining, expires_at}` for credits that expire. `balance == pool + Σ lots.remaining`
-//!   and `balance == total_purchased − total_spent − total_expired`.
+//!   `{remaining, expires_at, kind}` for credits that expire (a lot written before kinds
+//!   existed gets its kind from its grant once). `balance == pool + Σ lots.remaining` and
+//!   `balance == total_purchased − total_spent − total_expired`.
 //! - `ENTRY#<ulid>`: `{id, kind: grant|spend|expiry, amount (±), reason, source_id?,
 //!   created_at}`; spends also carry the `analysis_ids` they paid for. Never changed.
 //!   A spend with reason `analysis` is an analysis paid with a report lot (written by
 //!   [`crate::usage`]): its `source_id` is the lot, and it has no `DOC#` item.
 //! - `GRANT#<source_id>`: the marker that makes a second grant of one source impossible.
-//! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id?}` (no entry when not charged).
+//! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id}`: a document bought with a
+//!   credit ("already purchased"). A plan's access writes none (it lasts as long as the
+//!   plan); items without `entry_id`, written by plan access before, own nothing.
 //! - `PURCHASE#<created rfc3339>#<purchase id>`: a credit purchase, pending → completed.
 //!
 //! The decisions are pure (`rules`); `store` is the DynamoDB adapter (methods on
@@ -41,11 +46,23 @@ impl LedgerKey {
     }
 }
 
+/// What a credit pays for: what it was sold as. Each pays for that and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    /// Unlocks one document (`POST /v1/credits/access`): the credit packs.
+    Document,
+    /// Pays one analysis (`POST /v1/usage/analyses`): the $29 report.
+    Analysis,
+}
+
 /// Credits to add, keyed by their source (the Stripe Checkout Session id): a source grants
 /// once, ever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant<'a> {
     pub source_id: &'a str,
+    /// What the credits pay for.
+    pub kind: CreditKind,
     pub credits: i64,
     pub reason: &'a str,
     /// Unix seconds from which the credits no longer count; `None` never expires.
@@ -67,13 +84,15 @@ pub enum GrantOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lot {
     pub source_id: String,
+    pub kind: CreditKind,
     pub remaining: i64,
     pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
-    /// Spendable credits now: expired ones never count.
+    /// Document credits spendable now: expired ones never count (analysis credits are in
+    /// `lots`, with their kind).
     pub balance: i64,
     pub total_purchased: i64,
     pub total_spent: i64,

@@ -3,12 +3,14 @@
 //! into one conditioned transaction; every condition there restates an assumption made here,
 //! so a plan made from a stale read can never commit.
 //!
-//! Credits live in two places inside the `BALANCE` item: `pool` (credits that never expire)
-//! and `lots` (one per expiring grant, keyed by its source). Always
+//! Credits live in two places inside the `BALANCE` item: `pool` (document credits that never
+//! expire: the packs) and `lots` (one per expiring grant, keyed by its source, each with the
+//! [`CreditKind`] it pays for: the report's analysis credit). Always
 //! `balance == pool + Σ lots.remaining`, expired lots included until their expiry entry is
-//! written.
+//! written. A document is paid with document credits only, an analysis with analysis
+//! credits only.
 
-use super::{Lot, MAX_ACCESS_IDS};
+use super::{CreditKind, Lot, MAX_ACCESS_IDS};
 use std::collections::HashSet;
 
 /// The most credits one grant may carry (far above any pack; keeps sums far from overflow).
@@ -23,6 +25,7 @@ pub const MAX_EXPIRIES_PER_WRITE: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredLot {
     pub source_id: String,
+    pub kind: CreditKind,
     pub remaining: i64,
     pub expires_at: i64,
 }
@@ -63,17 +66,21 @@ impl LedgerState {
                 == Some(self.balance)
     }
 
-    /// The credits that may be spent at `now`: the pool plus every unexpired lot.
+    /// The document credits that may be spent at `now`: the pool plus every unexpired
+    /// document lot.
     pub fn available(&self, now: i64) -> i64 {
-        let unexpired: i64 = self
-            .lots
-            .iter()
-            .filter(|l| !is_expired(l.expires_at, now))
-            .map(|l| l.remaining)
-            .sum();
-        let available = self.pool + unexpired;
+        let available = self.pool + self.unexpired(CreditKind::Document, now);
         debug_assert!(available >= 0 && available <= self.balance);
         available
+    }
+
+    /// The credits of `kind` in unexpired lots at `now`.
+    pub fn unexpired(&self, kind: CreditKind, now: i64) -> i64 {
+        self.lots
+            .iter()
+            .filter(|l| l.kind == kind && !is_expired(l.expires_at, now))
+            .map(|l| l.remaining)
+            .sum()
     }
 
     /// Unexpired lots with credits left, soonest-expiring first.
@@ -87,6 +94,7 @@ impl LedgerState {
         lots.into_iter()
             .map(|l| Lot {
                 source_id: l.source_id.clone(),
+                kind: l.kind,
                 remaining: l.remaining,
                 expires_at: Some(l.expires_at),
             })
@@ -164,7 +172,8 @@ pub enum AccessDecision {
 }
 
 /// Decides an access request. `state` is `None` when the subject has no `BALANCE` item;
-/// `owned` holds the requested ids that already have a `DOC#` item. `requested` must be
+/// `owned` holds the requested ids bought before with a credit ("already purchased" means
+/// paid; a plan's access never made a document owned). `requested` must be
 /// distinct and at most [`MAX_ACCESS_IDS`] (the caller's type guarantees it).
 pub fn plan_access(
     state: Option<&LedgerState>,
@@ -174,11 +183,17 @@ pub fn plan_access(
     now: i64,
 ) -> AccessDecision {
     debug_assert!(requested.len() <= MAX_ACCESS_IDS);
-    let new_docs: Vec<String> = requested
-        .iter()
-        .filter(|id| !owned.contains(id.as_str()))
-        .cloned()
-        .collect();
+    // Documents bought now. A plan's access buys nothing: it lasts as long as the plan, so
+    // it writes no `DOC#` item that would keep the document free after the plan ends.
+    let new_docs: Vec<String> = if charge {
+        requested
+            .iter()
+            .filter(|id| !owned.contains(id.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     let empty = LedgerState::default();
     let state = state.unwrap_or(&empty);
     let available = state.available(now);
@@ -195,7 +210,11 @@ pub fn plan_access(
     }
     let mut to_take = cost;
     let mut from_lots = Vec::new();
-    for lot in state.live_lots(now) {
+    for lot in state
+        .live_lots(now)
+        .into_iter()
+        .filter(|l| l.kind == CreditKind::Document)
+    {
         if to_take == 0 {
             break;
         }
@@ -267,10 +286,22 @@ pub struct GrantPlan {
     pub available_after: i64,
 }
 
+/// Where a grant's credits go: `None` for the pool (document credits that never expire),
+/// else a lot expiring then (analysis credits always go to a lot: one that never expires
+/// gets the end of time).
+pub fn lot_expiry(kind: CreditKind, expires_at: Option<i64>) -> Option<i64> {
+    match (kind, expires_at) {
+        (CreditKind::Document, None) => None,
+        (CreditKind::Analysis, None) => Some(i64::MAX),
+        (_, Some(at)) => Some(at),
+    }
+}
+
 /// Checks a grant and computes the state after it.
 pub fn plan_grant(
     state: Option<&LedgerState>,
     source_id: &str,
+    kind: CreditKind,
     credits: i64,
     expires_at: Option<i64>,
     now: i64,
@@ -295,12 +326,13 @@ pub fn plan_grant(
         .total_purchased
         .checked_add(credits)
         .ok_or(GrantRejected::Overflow)?;
-    match expires_at {
+    match lot_expiry(kind, expires_at) {
         None => after.pool += credits,
         Some(at) => {
             debug_assert!(after.lots.iter().all(|l| l.source_id != source_id));
             after.lots.push(StoredLot {
                 source_id: source_id.to_string(),
+                kind,
                 remaining: credits,
                 expires_at: at,
             });
@@ -309,7 +341,12 @@ pub fn plan_grant(
     let available_after = after.available(now);
     debug_assert_eq!(
         available_after,
-        state.map_or(0, |s| s.available(now)) + credits
+        state.map_or(0, |s| s.available(now))
+            + if kind == CreditKind::Document {
+                credits
+            } else {
+                0
+            }
     );
     Ok(GrantPlan {
         after,
@@ -333,6 +370,7 @@ mod tests {
             .iter()
             .map(|(s, r, e)| StoredLot {
                 source_id: s.to_string(),
+                kind: CreditKind::Document,
                 remaining: *r,
                 expires_at: *e,
             })
@@ -406,10 +444,11 @@ mod tests {
     }
 
     #[test]
-    fn without_charge_new_documents_cost_nothing_even_with_no_balance() {
+    fn without_charge_documents_cost_nothing_and_buy_nothing_even_with_no_balance() {
         let requested = ids(&["a", "b"]);
         let p = plan(plan_access(None, &HashSet::new(), &requested, false, NOW));
-        assert_eq!(p.new_docs, requested);
+        assert!(p.new_docs.is_empty(), "a plan's access is not a purchase");
+        assert!(!p.writes());
         assert_eq!((p.cost, p.from_pool, p.remaining_balance), (0, 0, 0));
         assert!(p.from_lots.is_empty());
     }
@@ -490,11 +529,19 @@ mod tests {
 
     #[test]
     fn grants_fill_the_pool_or_add_a_lot() {
-        let g = plan_grant(None, "cs_1", 5, None, NOW).unwrap();
+        let g = plan_grant(None, "cs_1", CreditKind::Document, 5, None, NOW).unwrap();
         assert_eq!((g.after.balance, g.after.pool), (5, 5));
         assert_eq!(g.available_after, 5);
         assert!(g.after.is_consistent());
-        let g2 = plan_grant(Some(&g.after), "cs_2", 1, Some(NOW + 30 * DAY), NOW).unwrap();
+        let g2 = plan_grant(
+            Some(&g.after),
+            "cs_2",
+            CreditKind::Document,
+            1,
+            Some(NOW + 30 * DAY),
+            NOW,
+        )
+        .unwrap();
         assert_eq!((g2.after.balance, g2.after.pool), (6, 5));
         assert_eq!(g2.after.lots.len(), 1);
         assert_eq!(g2.after.total_purchased, 6);
@@ -504,19 +551,26 @@ mod tests {
     #[test]
     fn bad_grants_are_rejected() {
         assert_eq!(
-            plan_grant(None, "s", 0, None, NOW),
+            plan_grant(None, "s", CreditKind::Document, 0, None, NOW),
             Err(GrantRejected::Credits(0))
         );
         assert_eq!(
-            plan_grant(None, "s", -3, None, NOW),
+            plan_grant(None, "s", CreditKind::Document, -3, None, NOW),
             Err(GrantRejected::Credits(-3))
         );
         assert_eq!(
-            plan_grant(None, "s", MAX_GRANT_CREDITS + 1, None, NOW),
+            plan_grant(
+                None,
+                "s",
+                CreditKind::Document,
+                MAX_GRANT_CREDITS + 1,
+                None,
+                NOW
+            ),
             Err(GrantRejected::Credits(MAX_GRANT_CREDITS + 1))
         );
         assert!(matches!(
-            plan_grant(None, "s", 1, Some(NOW), NOW),
+            plan_grant(None, "s", CreditKind::Document, 1, Some(NOW), NOW),
             Err(GrantRejected::ExpiresInThePast { .. })
         ));
         let huge = LedgerState {
@@ -526,7 +580,7 @@ mod tests {
             ..LedgerState::default()
         };
         assert_eq!(
-            plan_grant(Some(&huge), "s", 1, None, NOW),
+            plan_grant(Some(&huge), "s", CreditKind::Document, 1, None, NOW),
             Err(GrantRejected::Overflow)
         );
     }
@@ -542,5 +596,52 @@ mod tests {
         s.balance = -1;
         s.total_purchased = -1;
         assert!(!s.is_consistent());
+    }
+
+    #[test]
+    fn each_credit_pays_for_what_it_was_sold_for() {
+        // 2 pack credits in the pool and a report's analysis credit in a lot.
+        let g = plan_grant(None, "cs_pack", CreditKind::Document, 2, None, NOW).unwrap();
+        let report = NOW + 30 * DAY;
+        let g = plan_grant(
+            Some(&g.after),
+            "cs_report",
+            CreditKind::Analysis,
+            1,
+            Some(report),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            g.available_after, 2,
+            "the report credit unlocks no document"
+        );
+        assert_eq!(g.after.unexpired(CreditKind::Analysis, NOW), 1);
+        assert!(g.after.is_consistent());
+        // A document is paid from the pool; the report credit stays.
+        let AccessDecision::Plan(plan) =
+            plan_access(Some(&g.after), &HashSet::new(), &ids(&["d1"]), true, NOW)
+        else {
+            panic!("two document credits pay one document");
+        };
+        assert_eq!((plan.from_pool, plan.from_lots.len()), (1, 0), "{plan:?}");
+        // Three documents are more than the two document credits, whatever lots there are.
+        assert_eq!(
+            plan_access(
+                Some(&g.after),
+                &HashSet::new(),
+                &ids(&["a", "b", "c"]),
+                true,
+                NOW
+            ),
+            AccessDecision::Insufficient {
+                required: 3,
+                available: 2
+            }
+        );
+        // An analysis credit sold without an expiry is still a lot (never in the pool).
+        let forever = plan_grant(None, "s", CreditKind::Analysis, 1, None, NOW).unwrap();
+        assert_eq!((forever.after.pool, forever.available_after), (0, 0));
+        assert_eq!(forever.after.lots[0].expires_at, i64::MAX);
     }
 }

@@ -9,8 +9,8 @@
 
 use super::rules::{self, AccessDecision, AccessPlan, LedgerState, StoredLot};
 use super::{
-    Access, AccessOutcome, Balance, Charge, Entry, EntryKind, Grant, GrantOutcome, LedgerKey,
-    MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
+    Access, AccessOutcome, Balance, Charge, CreditKind, Entry, EntryKind, Grant, GrantOutcome,
+    LedgerKey, MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
 };
 use crate::store::{AnswerWith, Store, StoreError, build, condition_held, corrupt, sdk};
 use crate::subscriptions::SubscriptionRecord;
@@ -58,6 +58,8 @@ fn balance_at(state: LedgerState, now: i64) -> Balance {
 pub(crate) struct LedgerRead {
     pub(crate) state: Option<LedgerState>,
     pub(crate) found: HashSet<String>,
+    /// Of `found`, the items that name a ledger entry (`DOC#` items bought with a credit).
+    pub(crate) paid: HashSet<String>,
     pub(crate) plan: Option<SubscriptionRecord>,
 }
 
@@ -65,6 +67,10 @@ pub(crate) struct LedgerRead {
 struct LotItem {
     remaining: i64,
     expires_at: i64,
+    /// What the lot pays for. Absent on lots written before kinds existed: read once from
+    /// the lot's grant, then stored ([`Store::store_lot_kinds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<CreditKind>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,25 +87,45 @@ struct BalanceItem {
 }
 
 impl BalanceItem {
-    fn state(self) -> LedgerState {
+    /// The lots whose kind is not stored yet.
+    fn kindless(&self) -> Vec<String> {
+        self.lots
+            .iter()
+            .filter(|(_, l)| l.kind.is_none())
+            .map(|(source, _)| source.clone())
+            .collect()
+    }
+
+    /// The state; every lot's kind is known (stored, or in `kinds`).
+    fn state(self, kinds: &HashMap<String, CreditKind>) -> Result<LedgerState, StoreError> {
+        let pk = self.pk;
         let mut lots: Vec<StoredLot> = self
             .lots
             .into_iter()
-            .map(|(source_id, l)| StoredLot {
-                source_id,
-                remaining: l.remaining,
-                expires_at: l.expires_at,
+            .map(|(source_id, l)| {
+                let kind = l
+                    .kind
+                    .or_else(|| kinds.get(&source_id).copied())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("ledger {pk}: lot {source_id} has no kind"))
+                    })?;
+                Ok(StoredLot {
+                    source_id,
+                    kind,
+                    remaining: l.remaining,
+                    expires_at: l.expires_at,
+                })
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         lots.sort_by(|a, b| a.source_id.cmp(&b.source_id));
-        LedgerState {
+        Ok(LedgerState {
             balance: self.balance,
             pool: self.pool,
             total_purchased: self.total_purchased,
             total_spent: self.total_spent,
             total_expired: self.total_expired,
             lots,
-        }
+        })
     }
 
     fn new(pk: &str, state: &LedgerState) -> Self {
@@ -120,6 +146,7 @@ impl BalanceItem {
                         LotItem {
                             remaining: l.remaining,
                             expires_at: l.expires_at,
+                            kind: Some(l.kind),
                         },
                     )
                 })
@@ -164,6 +191,10 @@ struct PurchaseItem<'a> {
     sk: String,
     #[serde(flatten)]
     purchase: &'a Purchase,
+}
+
+fn kind_value(kind: CreditKind) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(kind).map_err(corrupt)
 }
 
 fn n(v: i64) -> AttributeValue {
@@ -321,7 +352,7 @@ impl Store {
             KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .consistent_read(true)
-                .projection_expression("#pk, #sk, #b, #p, #tp, #ts, #te, #lots")
+                .projection_expression("#pk, #sk, #b, #p, #tp, #ts, #te, #lots, #eid")
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#sk", "sk")
                 .expression_attribute_names("#b", "balance")
@@ -330,6 +361,7 @@ impl Store {
                 .expression_attribute_names("#ts", "total_spent")
                 .expression_attribute_names("#te", "total_expired")
                 .expression_attribute_names("#lots", "lots")
+                .expression_attribute_names("#eid", "entry_id")
                 .build()
                 .map_err(build)?,
         )]);
@@ -373,7 +405,13 @@ impl Store {
                 };
                 if sk == BALANCE_SK {
                     let balance: BalanceItem = serde_dynamo::from_item(item).map_err(corrupt)?;
-                    let state = balance.state();
+                    let kindless = balance.kindless();
+                    let kinds = if kindless.is_empty() {
+                        HashMap::new()
+                    } else {
+                        self.store_lot_kinds(pk, &kindless).await?
+                    };
+                    let state = balance.state(&kinds)?;
                     if !state.is_consistent() {
                         return Err(StoreError::Corrupt(format!(
                             "ledger {pk}: the balance item does not add up: {state:?}"
@@ -381,6 +419,9 @@ impl Store {
                     }
                     read.state = Some(state);
                 } else {
+                    if item.contains_key("entry_id") {
+                        read.paid.insert(sk.clone());
+                    }
                     read.found.insert(sk);
                 }
             }
@@ -429,6 +470,86 @@ impl Store {
         Err(StoreError::Invalid(format!(
             "ledger {pk}: more than {MAX_QUERY_PAGES} pages of {prefix} items"
         )))
+    }
+
+    /// The kinds of lots written before kinds existed, read once from each lot's grant (its
+    /// `GRANT#` marker names its entry, whose reason says: the report's grants pay analyses)
+    /// and stored on the lot, so no later read needs them.
+    async fn store_lot_kinds(
+        &self,
+        pk: &str,
+        sources: &[String],
+    ) -> Result<HashMap<String, CreditKind>, StoreError> {
+        let mut kinds = HashMap::new();
+        for source in sources {
+            let kind = if self.lot_is_report(pk, source).await? {
+                CreditKind::Analysis
+            } else {
+                CreditKind::Document
+            };
+            let result = self
+                .client()
+                .update_item()
+                .table_name(self.ledger_table())
+                .set_key(Some(item_key(pk, BALANCE_SK)))
+                .condition_expression("attribute_exists(#lots.#src)")
+                .update_expression("SET #lots.#src.#kind = :kind")
+                .expression_attribute_names("#lots", "lots")
+                .expression_attribute_names("#src", source)
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", kind_value(kind)?)
+                .send()
+                .await;
+            // A lot gone meanwhile (never: lots are not removed) needs no kind.
+            condition_held(result)?;
+            kinds.insert(source.clone(), kind);
+        }
+        Ok(kinds)
+    }
+
+    /// Whether the grant of lot `source_id` had the `report` reason: its `GRANT#` marker
+    /// names its entry, whose reason says (2 consistent reads; both items never change).
+    async fn lot_is_report(&self, ledger_pk: &str, source_id: &str) -> Result<bool, StoreError> {
+        let marker = self
+            .client()
+            .get_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(
+                ledger_pk,
+                &format!("{GRANT_PREFIX}{source_id}"),
+            )))
+            .consistent_read(true)
+            .projection_expression("entry_id")
+            .send()
+            .await
+            .map_err(sdk)?;
+        let entry_id = match marker.item.as_ref().and_then(|i| i.get("entry_id")) {
+            Some(AttributeValue::S(id)) => id.clone(),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "ledger {ledger_pk}: lot {source_id} has no grant marker naming its entry"
+                )));
+            }
+        };
+        let entry = self
+            .client()
+            .get_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(
+                ledger_pk,
+                &format!("{ENTRY_PREFIX}{entry_id}"),
+            )))
+            .consistent_read(true)
+            .projection_expression("reason")
+            .send()
+            .await
+            .map_err(sdk)?;
+        match entry.item.as_ref().and_then(|i| i.get("reason")) {
+            Some(AttributeValue::S(reason)) => Ok(reason == crate::subscriptions::PURPOSE_REPORT),
+            _ => Err(StoreError::Corrupt(format!(
+                "ledger {ledger_pk}: the grant entry {entry_id} of lot {source_id} has no reason"
+            ))),
+        }
     }
 
     /// A put of a new item: it must not exist yet.
@@ -594,6 +715,7 @@ impl Store {
             let plan = rules::plan_grant(
                 state.as_ref(),
                 grant.source_id,
+                grant.kind,
                 grant.credits,
                 grant.expires_at,
                 now,
@@ -634,7 +756,7 @@ impl Store {
                         .expression_attribute_names("#tp", "total_purchased")
                         .expression_attribute_values(":n", n(grant.credits))
                         .expression_attribute_values(":old", n(before.balance));
-                    update = match grant.expires_at {
+                    update = match rules::lot_expiry(grant.kind, grant.expires_at) {
                         None => update
                             .expression_attribute_names("#p", "pool")
                             .condition_expression("attribute_exists(sk) AND #b = :old")
@@ -647,6 +769,7 @@ impl Store {
                                 AttributeValue::M(HashMap::from([
                                     ("remaining".to_string(), n(grant.credits)),
                                     ("expires_at".to_string(), n(at)),
+                                    ("kind".to_string(), kind_value(grant.kind)?),
                                 ])),
                             )
                             .condition_expression(
@@ -754,8 +877,9 @@ impl Store {
             .collect();
         for _ in 0..MAX_DECISIONS {
             let plan_of = (charge == Charge::UnlessUnlimited).then_some(key);
-            let LedgerRead { state, found, plan } =
-                self.ledger_read(&pk, &doc_sks, plan_of).await?;
+            let LedgerRead {
+                state, paid, plan, ..
+            } = self.ledger_read(&pk, &doc_sks, plan_of).await?;
             let has_unlimited = match charge {
                 Charge::Always => false,
                 Charge::Never => true,
@@ -767,10 +891,12 @@ impl Store {
                 outcome,
                 has_unlimited,
             };
+            // Owned: bought with a credit. A `DOC#` item without an entry (written by a plan's
+            // access before plan access stopped writing them) owns nothing.
             let owned: HashSet<&str> = analysis_ids
                 .iter()
                 .zip(&doc_sks)
-                .filter(|(_, sk)| found.contains(*sk))
+                .filter(|(_, sk)| paid.contains(*sk))
                 .map(|(id, _)| id.as_str())
                 .collect();
             let plan =
@@ -835,7 +961,14 @@ impl Store {
                     entry_id: spend.as_ref().map(|e| e.id.as_str()),
                 })
                 .map_err(corrupt)?;
-                items.push(self.ledger_put(item)?);
+                // New, or replacing an unpaid item a plan's access once wrote.
+                let put = Put::builder()
+                    .table_name(self.ledger_table())
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(entry_id)")
+                    .build()
+                    .map_err(build)?;
+                items.push(TransactWriteItem::builder().put(put).build());
             }
             let decided = access(granted);
             let answered = match answer {

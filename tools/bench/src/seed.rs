@@ -112,6 +112,7 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
     let purchase_sk = purchase.sort_key();
     let grant = Grant {
         source_id: PACK_SESSION,
+        kind: shared::ledger::CreditKind::Document,
         credits: purchase.credits,
         reason: PURPOSE_CREDIT_PACK,
         expires_at: None,

@@ -82,6 +82,7 @@ async fn an_access_whose_answer_was_not_stored_is_replayed_not_run_again() {
             &key,
             &Grant {
                 source_id: "cs_test_pack",
+                kind: shared::ledger::CreditKind::Document,
                 credits: 5,
                 reason: "credit_pack",
                 expires_at: None,

@@ -56,6 +56,17 @@ async fn balance_of(app: &TestApp, key: &str, user: &str) -> Value {
     .1
 }
 
+/// `GET /v1/usage`'s report credits of `user`.
+async fn report_credits(app: &TestApp, user: &str) -> Value {
+    let usage: Value = app
+        .get(&format!("/v1/usage?external_user_id={user}"))
+        .await
+        .json()
+        .await
+        .expect("JSON");
+    usage["report_credits"].clone()
+}
+
 async fn wait_balance(app: &TestApp, user: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -299,23 +310,27 @@ async fn the_report_credit_lasts_thirty_days() {
             .starts_with("cs_test_")
     );
     pay(&app, report["checkout_url"].as_str().unwrap()).await;
-    let b = wait_balance(&app, "user_9", |b| b["balance"] == 1).await;
-    assert_eq!(b["total_purchased"], 1);
+    // An analysis credit: listed with its expiry by GET /v1/usage, not in the document
+    // balance.
+    let b = wait_balance(&app, "user_9", |b| b["total_purchased"] == 1).await;
+    assert_eq!(b["balance"], 0, "{b}");
     redeliver_everything(&app).await;
     assert_eq!(
-        balance_of(&app, &app.api_key, "user_9").await["balance"],
+        balance_of(&app, &app.api_key, "user_9").await["total_purchased"],
         1,
         "granted once"
     );
+    assert_eq!(report_credits(&app, "user_9").await[0]["credits"], 1);
 
     clock.advance(time::Duration::days(29));
-    assert_eq!(balance_of(&app, &app.api_key, "user_9").await["balance"], 1);
+    assert_eq!(report_credits(&app, "user_9").await[0]["credits"], 1);
     clock.advance(time::Duration::days(1) + time::Duration::seconds(1));
     assert_eq!(
-        balance_of(&app, &app.api_key, "user_9").await["balance"],
-        0,
+        report_credits(&app, "user_9").await,
+        json!([]),
         "expired credits never count"
     );
+    // Nor pay a document, expired or not.
     let (status, _) = access(&app, "user_9", &["ana_1"]).await;
     assert_eq!(status, 402);
     // The expired credit is written off at most once; until it is, the balance excludes it.
@@ -345,6 +360,7 @@ async fn concurrent_access_never_overspends() {
     let now = app.state.clock.now().unix_timestamp();
     let grant = Grant {
         source_id: "cs_test_seed",
+        kind: shared::ledger::CreditKind::Document,
         credits: 10,
         reason: "credit_pack",
         expires_at: None,
@@ -387,6 +403,7 @@ async fn concurrent_access_never_overspends() {
     // 200 requests for the same new document: one credit spent.
     let grant = Grant {
         source_id: "cs_test_seed_2",
+        kind: shared::ledger::CreditKind::Document,
         credits: 10,
         reason: "credit_pack",
         expires_at: None,

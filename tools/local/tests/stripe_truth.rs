@@ -233,6 +233,7 @@ async fn the_same_key_for_another_end_user_is_refused_not_replayed() {
     };
     let grant = Grant {
         source_id: "cs_test_seeded",
+        kind: shared::ledger::CreditKind::Document,
         credits: 2,
         reason: "credit_pack",
         expires_at: None,

@@ -52,6 +52,8 @@ pub struct Ledger {
     pub total_expired: i64,
     /// source → (remaining, expires_at)
     pub lots: BTreeMap<String, (i64, i64)>,
+    /// source → the kind its lot pays for (`document`, `analysis`).
+    pub lot_kinds: BTreeMap<String, String>,
     /// (kind, amount, source, analysis ids, reason)
     pub entries: Vec<(String, i64, String, Vec<String>, String)>,
     /// `GRANT#` markers: source → credits.
@@ -79,6 +81,9 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
                         ledger
                             .lots
                             .insert(source.clone(), (n(lot, "remaining"), n(lot, "expires_at")));
+                        ledger
+                            .lot_kinds
+                            .insert(source.clone(), s(lot, "kind").to_string());
                     }
                 }
             }
@@ -386,6 +391,29 @@ pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
                     "3 (no expired credit is spent)",
                     format!(
                         "{pk}: lot {source} expired holding {first} and now holds {remaining} (written off: {written_off})"
+                    ),
+                ));
+            }
+        }
+        // 8. Each credit pays for what it was sold for: what an analysis lot lost went to
+        // analyses (spends naming it) or expired, never to a document.
+        for (source, (remaining, _)) in &ledger.lots {
+            if ledger.lot_kinds.get(source).map(String::as_str) != Some("analysis") {
+                continue;
+            }
+            checks += 1;
+            let granted = ledger.grants.get(source).copied().unwrap_or(0);
+            let paid: i64 = ledger
+                .entries
+                .iter()
+                .filter(|e| e.0 != "grant" && e.2 == *source)
+                .map(|e| -e.1)
+                .sum();
+            if granted - remaining != paid {
+                return Err((
+                    "8 (each credit pays for what it was sold for)",
+                    format!(
+                        "{pk}: analysis lot {source} was granted {granted}, holds {remaining}, and its analyses and expiry account for {paid}"
                     ),
                 ));
             }
