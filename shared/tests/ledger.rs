@@ -883,8 +883,15 @@ async fn a_lot_stored_before_kinds_gets_its_kind_from_its_grant_once() {
     };
     assert!(stored_kinds().await.iter().all(|(_, k)| k.is_none()));
     let b = balance(&l.store, &k, T0).await;
-    assert_eq!(b.balance, 1, "only the promotion's credit unlocks documents");
-    let mut kinds: Vec<_> = b.lots.iter().map(|l| (l.source_id.clone(), l.kind)).collect();
+    assert_eq!(
+        b.balance, 1,
+        "only the promotion's credit unlocks documents"
+    );
+    let mut kinds: Vec<_> = b
+        .lots
+        .iter()
+        .map(|l| (l.source_id.clone(), l.kind))
+        .collect();
     kinds.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         kinds,

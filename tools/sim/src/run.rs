@@ -1,7 +1,7 @@
 //! Runs one seed: draws each step, runs it through the API as its client would (retries
 //! included), delivers webhooks as the seeded network decides, and checks the invariants.
 
-use crate::check::{self, Ledger, Seen};
+use crate::check::{self, Seen};
 use crate::ops::{self, DAY, Fate, HOUR, Op, Pay, Step, USERS, User};
 use crate::world::{Answer, Call, World};
 use http::Method;
@@ -100,7 +100,18 @@ pub async fn run_seeds(
         let (gate, options, done) = (gate.clone(), options.clone(), done.clone());
         running.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let result = run_seed(seed, &options).await;
+            let ops = options.ops;
+            let result = match tokio::spawn(async move { run_seed(seed, &options).await }).await {
+                Ok(result) => result,
+                Err(e) => Err(Box::new(Violation {
+                    seed,
+                    ops,
+                    at: "a step".into(),
+                    invariant: "6 (no 5xx without a fault, never a panic)",
+                    message: format!("the seed's task panicked: {e}"),
+                    trace: Vec::new(),
+                })),
+            };
             let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             if total >= 50 && n % 25 == 0 {
                 eprintln!("sim: {n}/{total} seeds done");
@@ -862,7 +873,18 @@ impl Sim {
 
     /// The reconciler function's run over the last `hours`.
     async fn reconcile(&mut self, hours: i64) -> Result<String, Failure> {
-        let result = reconciler::handle(&self.world.state, hours).await;
+        // In its own task, as the function runs: a panic is a violation, not the harness's.
+        let state = self.world.state.clone();
+        let result =
+            match tokio::spawn(async move { reconciler::handle(&state, hours).await }).await {
+                Ok(result) => result,
+                Err(e) => {
+                    return Err(violation(
+                        "6 (no 5xx without a fault, never a panic)",
+                        format!("the reconciler panicked: {e}"),
+                    ));
+                }
+            };
         let faulted = self
             .faults_fired()
             .await
@@ -1092,21 +1114,10 @@ impl Sim {
     async fn quiesce(&mut self) -> Result<(), Failure> {
         self.deliver_due(true).await?;
         let since_hours = (self.world.now() - self.started) / HOUR + 2;
-        reconciler::handle(&self.world.state, since_hours)
-            .await
-            .map_err(|e| {
-                violation(
-                    "6 (no 5xx without a fault, never a panic)",
-                    format!("final reconcile: {e}"),
-                )
-            })?;
+        self.reconcile(since_hours).await?;
         self.deliver_due(true).await?;
         self.counts = check::always(self).await?;
         check::at_quiescence(self).await
-    }
-
-    pub fn ledger_of(&self, pk: &str) -> Option<&Ledger> {
-        self.seen.ledgers.get(pk)
     }
 }
 
