@@ -14,32 +14,36 @@ pub fn paid_tier(raw: &str) -> Result<Tier, ApiError> {
     }
 }
 
-/// The end user of an API customer (B2B2C): 1–128 characters of `A–Z a–z 0–9 . _ - : @ +`.
+/// The end user of an API customer (B2B2C): 1–255 characters, none of them a control
+/// character — whatever identity providers issue (`auth0|5f7c…`, `google-oauth2|1043…`,
+/// e-mail addresses, any script). Inside keys it appears as [`ExternalUserId::key_form`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[schema(
     min_length = 1,
-    max_length = 128,
-    pattern = "^[A-Za-z0-9._:@+-]{1,128}$",
-    example = "user_123"
+    max_length = 255,
+    pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,255}$",
+    example = "auth0|5f7c8ec7c33c6c004bbafe82"
 )]
 pub struct ExternalUserId(String);
 
-pub const EXTERNAL_USER_ID_MAX: usize = 128;
+pub const EXTERNAL_USER_ID_MAX: usize = 255;
+
+/// Characters an id keeps as they are inside keys: those every id was once limited to.
+fn plain_in_keys(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._-:@+".contains(&b)
+}
 
 impl ExternalUserId {
     pub fn parse(field: &str, raw: &str) -> Result<Self, ApiError> {
-        let ok = !raw.is_empty()
-            && raw.len() <= EXTERNAL_USER_ID_MAX
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-:@+".contains(&b));
+        let length = raw.chars().count();
+        let ok = (1..=EXTERNAL_USER_ID_MAX).contains(&length) && !raw.chars().any(char::is_control);
         if ok {
             Ok(Self(raw.to_string()))
         } else {
             Err(ApiError::invalid(
                 field,
                 format!(
-                    "`{field}` must be 1-{EXTERNAL_USER_ID_MAX} characters of A-Z a-z 0-9 . _ - : @ +"
+                    "`{field}` must be 1-{EXTERNAL_USER_ID_MAX} characters, none of them a control character"
                 ),
             ))
         }
@@ -47,6 +51,31 @@ impl ExternalUserId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id inside keys (sort keys, partition keys, Stripe metadata): itself when made only
+    /// of `A–Z a–z 0–9 . _ - : @ +` (every id accepted before, so stored items keep their
+    /// keys); otherwise each UTF-8 byte outside that set as `%XX`; and when that is longer
+    /// than 255 bytes, `~` and the hex SHA-256 of the id. No two ids share a key form (the
+    /// three forms cannot meet: only the second contains `%`, only the third starts with
+    /// `~`, which the second would encode), and no key form contains a separator (`#`, `|`).
+    pub fn key_form(&self) -> std::borrow::Cow<'_, str> {
+        if self.0.bytes().all(plain_in_keys) {
+            return std::borrow::Cow::Borrowed(&self.0);
+        }
+        let mut encoded = String::with_capacity(self.0.len() * 3);
+        for b in self.0.bytes() {
+            if plain_in_keys(b) {
+                encoded.push(char::from(b));
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        if encoded.len() > EXTERNAL_USER_ID_MAX {
+            use sha2::Digest;
+            encoded = format!("~{}", hex::encode(sha2::Sha256::digest(self.0.as_bytes())));
+        }
+        std::borrow::Cow::Owned(encoded)
     }
 }
 
@@ -66,22 +95,23 @@ impl Subject {
         }
     }
 
-    /// The sort key and metadata form: `self` or `user#<id>`.
+    /// The sort key and metadata form: `self` or `user#<key form of the id>`.
     pub fn key(&self) -> String {
         match self {
             Subject::Account => "self".to_string(),
-            Subject::User(id) => format!("user#{}", id.as_str()),
+            Subject::User(id) => format!("user#{}", id.key_form()),
         }
     }
 
-    pub fn from_key(key: &str) -> Option<Self> {
-        match key {
-            "self" => Some(Subject::Account),
-            _ => key
-                .strip_prefix("user#")
-                .and_then(|id| ExternalUserId::parse("subject", id).ok())
-                .map(Subject::User),
-        }
+    /// Whether `key` is a subject's key form (what our Stripe metadata carries).
+    pub fn is_key(key: &str) -> bool {
+        key == "self"
+            || key.strip_prefix("user#").is_some_and(|id| {
+                (1..=EXTERNAL_USER_ID_MAX).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| plain_in_keys(b) || b == b'%' || b == b'~')
+            })
     }
 
     pub fn external_user_id(&self) -> Option<&str> {
@@ -290,23 +320,73 @@ mod tests {
     }
 
     #[test]
-    fn external_user_ids_are_bounded() {
-        assert!(ExternalUserId::parse("external_user_id", "user_123").is_ok());
-        assert!(ExternalUserId::parse("external_user_id", "a.b-c:d@e+f").is_ok());
-        let long = "x".repeat(129);
-        for bad in ["", "a b", "é", "a/b", long.as_str()] {
+    fn external_user_ids_are_what_identity_providers_issue() {
+        let longest = "é".repeat(255);
+        for good in [
+            "user_123",
+            "a.b-c:d@e+f",
+            "auth0|5f7c8ec7c33c6c004bbafe82",
+            "google-oauth2|104398276354",
+            "a b",
+            "a/b#c%d~e",
+            "ユーザー",
+            longest.as_str(),
+        ] {
+            assert!(
+                ExternalUserId::parse("external_user_id", good).is_ok(),
+                "{good}"
+            );
+        }
+        let too_long = "x".repeat(256);
+        for bad in [
+            "",
+            "a\nb",
+            "\u{0}",
+            "tab\there",
+            "\u{85}",
+            too_long.as_str(),
+        ] {
             let e = ExternalUserId::parse("external_user_id", bad).unwrap_err();
-            assert_eq!(e.code(), "invalid_request", "{bad}");
+            assert_eq!(e.code(), "invalid_request", "{bad:?}");
+        }
+    }
+
+    fn key_of(raw: &str) -> String {
+        Subject::User(ExternalUserId::parse("external_user_id", raw).unwrap()).key()
+    }
+
+    #[test]
+    fn key_forms_keep_old_ids_and_never_collide_or_carry_a_separator() {
+        assert_eq!(key_of("u1"), "user#u1");
+        assert_eq!(key_of("a.b-c:d@e+f"), "user#a.b-c:d@e+f");
+        assert_eq!(key_of("auth0|abc"), "user#auth0%7Cabc");
+        // The literal spelling of another id's key form is another key.
+        assert_eq!(key_of("auth0%7Cabc"), "user#auth0%257Cabc");
+        assert_eq!(key_of("a#self"), "user#a%23self");
+        let hashed = key_of(&"é".repeat(255));
+        assert!(
+            hashed.starts_with("user#~") && hashed.len() == 5 + 65,
+            "{hashed}"
+        );
+        assert_ne!(hashed, key_of(&"é".repeat(254)));
+        let ids = [
+            "a", "a#", "a%23", "a|b", "a%7Cb", "~", "%7E", " ", "+", "%2B",
+        ];
+        let keys: std::collections::HashSet<String> = ids.iter().map(|i| key_of(i)).collect();
+        assert_eq!(keys.len(), ids.len(), "{keys:?}");
+        for key in &keys {
+            assert!(Subject::is_key(key), "{key}");
+            assert!(!key["user#".len()..].contains(['#', '|']), "{key}");
         }
     }
 
     #[test]
-    fn subjects_round_trip_through_their_key() {
-        let user = Subject::from_input("external_user_id", Some("u1")).unwrap();
-        assert_eq!(user.key(), "user#u1");
-        assert_eq!(Subject::from_key("user#u1"), Some(user));
-        assert_eq!(Subject::from_key("self"), Some(Subject::Account));
-        assert_eq!(Subject::from_key("user#a b"), None);
+    fn subject_keys_are_recognised() {
+        assert!(Subject::is_key("self"));
+        assert!(Subject::is_key("user#u1"));
+        assert!(!Subject::is_key("user#"));
+        assert!(!Subject::is_key("user#a b"));
+        assert!(!Subject::is_key("other"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn owner_of(
     if let (Some(account), Some(subject)) = (
         str_at(object, &["metadata", META_ACCOUNT]),
         str_at(object, &["metadata", META_SUBJECT]),
-    ) && Subject::from_key(subject).is_some()
+    ) && Subject::is_key(subject)
     {
         return Ok(Some((account.to_string(), subject.to_string())));
     }
@@ -276,7 +276,7 @@ fn session_owner(object: &Value) -> Option<SessionOwner<'_>> {
     let session = str_at(object, &["id"])?;
     let account = str_at(object, &["metadata", META_ACCOUNT])?;
     let subject = str_at(object, &["metadata", META_SUBJECT])?;
-    if Subject::from_key(subject).is_none() {
+    if !Subject::is_key(subject) {
         tracing::warn!(session, "a session with an unusable subject; ignored");
         return None;
     }
