@@ -244,11 +244,10 @@ async fn a_report_credit_pays_one_analysis_with_unlimited_chat_for_thirty_days()
     let app = TestApp::spawn(local::router).await;
     let user = "reader";
     pay(&app, "/v1/billing/purchase-report", json!({"success_url": "https://a.example/ok", "cancel_url": "https://a.example/no", "external_user_id": user})).await;
-    poll(
-        &app,
-        &format!("/v1/credits/balance?external_user_id={user}"),
-        |b| b["balance"] == 1,
-    )
+    // An analysis credit: listed by GET /v1/usage, not in the document balance.
+    poll(&app, &format!("/v1/usage?external_user_id={user}"), |u| {
+        u["report_credits"][0]["credits"] == 1
+    })
     .await;
     // A report credit comes before the free tier.
     let (status, a) = consume(&app, "ana_report", Some(user)).await;
