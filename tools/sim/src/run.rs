@@ -446,6 +446,25 @@ impl Sim {
         Ok(self.client(call).await?.short())
     }
 
+    /// A one-time purchase (`path`: the report or a pack), then its Checkout page as `pay`.
+    async fn buy(
+        &mut self,
+        keyed: bool,
+        account: usize,
+        path: &str,
+        body: Value,
+        pay: Pay,
+    ) -> Result<String, Failure> {
+        let call = Call::new(Method::POST, path, &self.api_key(account)).json(body);
+        let call = self.keyed_call(keyed, call);
+        let answer = self.client(call).await?;
+        let mut out = answer.short();
+        if let Some(url) = answer.body()["checkout_url"].as_str() {
+            out = format!("{out}, {}", self.pay(url, pay).await?);
+        }
+        Ok(out)
+    }
+
     /// Pays (or declines) a Checkout page; abandoning leaves it open.
     async fn pay(&mut self, url: &str, pay: Pay) -> Result<String, Failure> {
         let card = match pay {
@@ -639,19 +658,9 @@ impl Sim {
                 Ok(outs.join(", "))
             }
             Op::Report { account, user, pay } => {
-                let call = Call::new(
-                    Method::POST,
-                    "/v1/billing/purchase-report",
-                    &self.api_key(account),
-                )
-                .json(Self::user_body(Some(user), urls));
-                let call = self.keyed_call(keyed, call);
-                let answer = self.client(call).await?;
-                let mut out = answer.short();
-                if let Some(url) = answer.body()["checkout_url"].as_str() {
-                    out = format!("{out}, {}", self.pay(url, pay).await?);
-                }
-                Ok(out)
+                let body = Self::user_body(Some(user), urls);
+                self.buy(keyed, account, "/v1/billing/purchase-report", body, pay)
+                    .await
             }
             Op::Pack {
                 account,
@@ -661,15 +670,8 @@ impl Sim {
             } => {
                 let mut body = Self::user_body(Some(user), urls);
                 body["pack_type"] = json!(pack);
-                let call = Call::new(Method::POST, "/v1/credits/purchase", &self.api_key(account))
-                    .json(body);
-                let call = self.keyed_call(keyed, call);
-                let answer = self.client(call).await?;
-                let mut out = answer.short();
-                if let Some(url) = answer.body()["checkout_url"].as_str() {
-                    out = format!("{out}, {}", self.pay(url, pay).await?);
-                }
-                Ok(out)
+                self.buy(keyed, account, "/v1/credits/purchase", body, pay)
+                    .await
             }
             Op::Access {
                 account,
