@@ -54,8 +54,8 @@ pub struct Ledger {
     pub lots: BTreeMap<String, (i64, i64)>,
     /// source → the kind its lot pays for (`document`, `analysis`).
     pub lot_kinds: BTreeMap<String, String>,
-    /// (kind, amount, source, analysis ids, reason)
-    pub entries: Vec<(String, i64, String, Vec<String>, String)>,
+    /// (kind, amount, source, analysis ids, reason, created_at)
+    pub entries: Vec<(String, i64, String, Vec<String>, String, i64)>,
     /// `GRANT#` markers: source → credits.
     pub grants: BTreeMap<String, i64>,
     pub has_balance_item: bool,
@@ -101,6 +101,7 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
                 s(&item, "source_id").to_string(),
                 ids,
                 s(&item, "reason").to_string(),
+                n(&item, "created_at"),
             ));
         } else if let Some(source) = sk.strip_prefix("GRANT#") {
             ledger
@@ -117,8 +118,6 @@ pub struct Seen {
     pub ledgers: BTreeMap<String, Ledger>,
     /// Expired lots as first seen after their expiry: (pk, source) → remaining.
     pub expired_lots: HashMap<(String, String), i64>,
-    /// Balances the API answered this step: (account, user, body).
-    pub balances: Vec<(String, String, Value)>,
     /// Subscription views the API answered this step: (account, user, body).
     pub views: Vec<(String, User, Value)>,
 }
@@ -231,6 +230,42 @@ pub fn created_at_most(
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// 7, at the moment of the read: the balance an account was answered for its user is its
+/// own ledger's (document credits now, and what was purchased).
+pub async fn balance_is_own(
+    world: &World,
+    account: &str,
+    user: &str,
+    body: &Value,
+) -> Result<(), Failure> {
+    let pk = format!("{account}#user#{user}");
+    let ledgers = ledgers(world).await.map_err(harness)?;
+    let now = world.now();
+    let (documents, purchased) = ledgers.get(&pk).map_or((0, 0), |l| {
+        let lots: i64 = l
+            .lots
+            .iter()
+            .filter(|(source, (_, expires_at))| {
+                now < *expires_at
+                    && l.lot_kinds.get(*source).map(String::as_str) == Some("document")
+            })
+            .map(|(_, (remaining, _))| remaining)
+            .sum();
+        (l.pool + lots, l.total_purchased)
+    });
+    if body["balance"].as_i64() != Some(documents)
+        || body["total_purchased"].as_i64() != Some(purchased)
+    {
+        return Err((
+            "7 (accounts are isolated)",
+            format!(
+                "{account} read {user}'s balance {body}; its ledger {pk} has {documents} document credits and {purchased} purchased"
+            ),
+        ));
     }
     Ok(())
 }
@@ -374,7 +409,23 @@ pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
                 format!("{pk}: {ledger:?} (entries sum {sum})"),
             ));
         }
-        // 3. No expired credit spent: an expired lot keeps what it had until written off.
+        // 3. No expired credit spent: no spend naming a lot at or after its expiry …
+        for (kind, _, source, _, _, at) in &ledger.entries {
+            let Some((_, expires_at)) = ledger.lots.get(source) else {
+                continue;
+            };
+            if kind != "spend" {
+                continue;
+            }
+            checks += 1;
+            if at >= expires_at {
+                return Err((
+                    "3 (no expired credit is spent)",
+                    format!("{pk}: lot {source} expired at {expires_at} and paid a spend at {at}"),
+                ));
+            }
+        }
+        // … and an expired lot keeps what it had until written off.
         for (source, (remaining, expires_at)) in &ledger.lots {
             if now < *expires_at {
                 continue;
@@ -422,7 +473,7 @@ pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
         // document's unlock).
         checks += 1;
         let mut charged = HashSet::new();
-        for (kind, _, _, ids, reason) in &ledger.entries {
+        for (kind, _, _, ids, reason, _) in &ledger.entries {
             if kind != "spend" || !reason.starts_with("document access") {
                 continue;
             }
@@ -438,19 +489,6 @@ pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
     }
 
     // 7. What an account read is its own.
-    for (account, user, body) in std::mem::take(&mut sim.seen.balances) {
-        checks += 1;
-        let pk = format!("{account}#user#{user}");
-        let purchased = ledgers.get(&pk).map_or(0, |l| l.total_purchased);
-        if body["total_purchased"].as_i64() != Some(purchased) {
-            return Err((
-                "7 (accounts are isolated)",
-                format!(
-                    "{account} read {user}'s balance {body}; its ledger {pk} has total_purchased {purchased}"
-                ),
-            ));
-        }
-    }
     for (account, user, body) in std::mem::take(&mut sim.seen.views) {
         checks += 1;
         let subject = subject_key(user);

@@ -2,7 +2,7 @@
 
 use sim::{Options, run_seeds};
 
-/// Seeds 1-16 of 60 steps, four at a time: about a minute on the 2-core machine.
+/// Seeds 1-16 of 60 steps, four at a time: about 30 s on the 2-core machine.
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
