@@ -238,14 +238,19 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         return next.run(request).await;
     }
     // Keys are scoped per account. An unauthenticated request goes on to the handler, whose
-    // `Account` extractor answers 401 (or which is public and ignores the key).
+    // `Account` extractor answers 401 (or which is public and ignores the key). A key that
+    // could not be checked (the keys table failing) is answered here: the handler's own
+    // check might succeed a moment later and run the request without its Idempotency-Key.
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let account = match state.auth.authenticate(&state.store, authorization).await {
         Ok(account) => account,
-        Err(_) => return next.run(request).await,
+        Err(ApiError::MissingApiKey | ApiError::InvalidApiKey(_)) => {
+            return next.run(request).await;
+        }
+        Err(e) => return e.into_response(),
     };
     let client_key = match client_key(request.headers()) {
         Ok(Some(key)) => key,

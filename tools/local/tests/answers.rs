@@ -1,8 +1,8 @@
 //! An effect and its answer are one: a request whose answer could not be stored after its
 //! effect committed (a completion write that failed, as when the Lambda dies between the two)
 //! must not make its effect again when the client retries with the same Idempotency-Key, and
-//! must answer what the first attempt answered. Found by the fault simulation (`make sim`,
-//! seeds 9, 132, 139, 152, 166 and 176 of the first runs).
+//! must answer what the first attempt answered; and a request must never run without the
+//! Idempotency-Key it was sent with. Found by the fault simulation (`make sim`).
 
 use devkit::TestApp;
 use reqwest::Method;
@@ -116,4 +116,23 @@ async fn an_access_whose_answer_was_not_stored_is_replayed_not_run_again() {
             "a retry answers what the first attempt answered"
         );
     }
+}
+
+#[tokio::test]
+async fn a_key_that_could_not_be_checked_never_runs_a_request_without_its_idempotency_key() {
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    // The API key's first lookup fails (the keys table unreachable for a moment).
+    app.dynamodb_faults.arm("GetItem", 0, 1);
+    let body = json!({"external_user_id": "alice", "pack_type": "medium",
+                      "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no"});
+    // A client retries what got no final answer, with the same key.
+    let mut first = send_keyed(&app, "/v1/credits/purchase", "buy-once", body.clone()).await;
+    if first.0 >= 500 {
+        first = send_keyed(&app, "/v1/credits/purchase", "buy-once", body.clone()).await;
+    }
+    assert_eq!(first.0, 200, "{}", first.1);
+    // Its answer lost on the way back, the client sends it once more: the same session.
+    let again = send_keyed(&app, "/v1/credits/purchase", "buy-once", body).await;
+    assert_eq!(again, first, "one Idempotency-Key, one Checkout Session");
 }
