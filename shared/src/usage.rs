@@ -24,14 +24,11 @@ use crate::ledger::store::{
 };
 use crate::ledger::{CreditKind, Entry, EntryKind};
 use crate::store::{AnswerWith, Store, StoreError, build, corrupt, sdk};
-use crate::subscriptions::PURPOSE_REPORT;
 use crate::tables::Table;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// The ledger reason of the grants whose lots pay analyses (the $29 report).
-pub const REPORT_REASON: &str = PURPOSE_REPORT;
 /// The ledger reason of the spend entry of an analysis paid with a report credit.
 pub const ANALYSIS_SPEND_REASON: &str = "analysis";
 

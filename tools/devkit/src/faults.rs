@@ -64,9 +64,10 @@ pub struct DynamoFaults {
     fired: Arc<Mutex<Vec<(String, DynamoFault)>>>,
 }
 
-/// The fault chosen for this attempt, carried from before-transmit to before-deserialization.
+/// The answer that replaces this attempt's (status, error type, extra JSON), chosen before
+/// transmit and applied before deserialization.
 #[derive(Debug, Clone, Copy)]
-struct Chosen(DynamoFault);
+struct Chosen(u16, &'static str, &'static str);
 
 impl Storable for Chosen {
     type Storer = StoreReplace<Self>;
@@ -173,21 +174,27 @@ impl Intercept for DynamoFaults {
             DynamoFault::Conflict if operation != "TransactWriteItems" => DynamoFault::Throttle,
             other => other,
         };
-        match fault {
+        let answer = match fault {
             DynamoFault::Unreachable => {
                 return Err(format!("{operation} failed on purpose (devkit::DynamoFaults)").into());
             }
-            DynamoFault::Throttle | DynamoFault::Conflict => {
-                // Sent as an operation DynamoDB does not know, so it changes nothing; its
-                // answer is replaced below.
-                context
-                    .request_mut()
-                    .headers_mut()
-                    .insert("x-amz-target", NO_OP_TARGET);
-            }
-            DynamoFault::LoseResponse => {}
+            DynamoFault::Throttle => Chosen(400, "ThrottlingException", ""),
+            DynamoFault::Conflict => Chosen(
+                400,
+                "TransactionCanceledException",
+                r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
+            ),
+            DynamoFault::LoseResponse => Chosen(500, "InternalServerError", ""),
+        };
+        if answer.0 == 400 {
+            // Sent as an operation DynamoDB does not know, so it changes nothing; its answer
+            // is replaced below.
+            context
+                .request_mut()
+                .headers_mut()
+                .insert("x-amz-target", NO_OP_TARGET);
         }
-        cfg.interceptor_state().store_put(Chosen(fault));
+        cfg.interceptor_state().store_put(answer);
         Ok(())
     }
 
@@ -197,22 +204,12 @@ impl Intercept for DynamoFaults {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(Chosen(fault)) = cfg.load::<Chosen>().copied() else {
+        let Some(Chosen(status, kind, extra)) = cfg.load::<Chosen>().copied() else {
             return Ok(());
         };
         // One attempt only: the SDK's retry of this call chooses again.
         cfg.interceptor_state().unset::<Chosen>();
-        *context.response_mut() = match fault {
-            DynamoFault::Throttle | DynamoFault::Unreachable => {
-                error_response(400, "ThrottlingException", "")
-            }
-            DynamoFault::Conflict => error_response(
-                400,
-                "TransactionCanceledException",
-                r#","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]"#,
-            ),
-            DynamoFault::LoseResponse => error_response(500, "InternalServerError", ""),
-        };
+        *context.response_mut() = error_response(status, kind, extra);
         Ok(())
     }
 }

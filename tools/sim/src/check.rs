@@ -18,10 +18,9 @@ fn harness(e: anyhow::Error) -> Failure {
 
 /// `self` or `user#<id>`, as the API keys its subjects.
 pub fn subject_key(user: User) -> String {
-    match user {
-        Some(u) => format!("user#{}", USERS[u]),
-        None => "self".to_string(),
-    }
+    shared::domain::Subject::from_input("external_user_id", user.map(|u| USERS[u]))
+        .map(|s| s.key())
+        .unwrap_or_default()
 }
 
 /// Stripe statuses of a subscription that has not ended.
@@ -115,7 +114,6 @@ pub async fn ledgers(world: &World) -> anyhow::Result<BTreeMap<String, Ledger>> 
 /// What the checks remember between steps.
 #[derive(Debug, Default)]
 pub struct Seen {
-    pub ledgers: BTreeMap<String, Ledger>,
     /// Expired lots as first seen after their expiry: (pk, source) → remaining.
     pub expired_lots: HashMap<(String, String), i64>,
     /// Subscription views the API answered this step: (account, user, body).
@@ -508,7 +506,6 @@ pub async fn always(sim: &mut Sim) -> Result<Counts, Failure> {
     let counts = Counts::of(&sim.world, &view, &ledgers)
         .await
         .map_err(harness)?;
-    sim.seen.ledgers = ledgers;
     sim.report.checks += checks;
     Ok(counts)
 }
