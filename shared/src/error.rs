@@ -3,7 +3,8 @@
 //! shows). Internals never reach the body; they go to the log inside the request's span,
 //! which carries the request id.
 
-use crate::usage::Meter;
+use crate::metering::Meter;
+use crate::metering::rules::Refusal;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -50,6 +51,27 @@ pub enum ApiError {
     UpstreamUnavailable(String),
     /// 500: our fault. The detail is logged, never rendered.
     Internal(String),
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::PlanRequired => ApiError::PlanRequired,
+            Refusal::LimitReached { meter, used, limit } => ApiError::LimitExceeded {
+                message: match meter {
+                    Meter::Analyses => format!(
+                        "Monthly analysis limit reached ({used}/{limit}). Upgrade to Enterprise for unlimited analyses."
+                    ),
+                    Meter::ChatMessages => format!(
+                        "Monthly chat message limit reached ({used}/{limit}). Upgrade to Pro for unlimited chat messages."
+                    ),
+                },
+                meter,
+                used,
+                limit,
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -420,5 +442,35 @@ mod tests {
                     .is_some_and(|m| !m.is_empty())
             );
         }
+    }
+
+    #[test]
+    fn refusals_render_with_their_numbers() {
+        let e = ApiError::from(Refusal::LimitReached {
+            meter: Meter::Analyses,
+            used: 100,
+            limit: 100,
+        });
+        assert_eq!(
+            e.body()["error"]["message"],
+            "Monthly analysis limit reached (100/100). Upgrade to Enterprise for unlimited analyses."
+        );
+        let c = ApiError::from(Refusal::LimitReached {
+            meter: Meter::ChatMessages,
+            used: 50,
+            limit: 50,
+        })
+        .body();
+        assert_eq!(
+            (
+                c["error"]["chat_messages_used"].as_u64(),
+                c["error"]["chat_messages_limit"].as_u64()
+            ),
+            (Some(50), Some(50))
+        );
+        assert_eq!(
+            ApiError::from(Refusal::PlanRequired),
+            ApiError::PlanRequired
+        );
     }
 }

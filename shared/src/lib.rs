@@ -30,7 +30,6 @@ pub mod subscriptions;
 pub mod sync;
 pub mod tables;
 pub mod telemetry;
-pub mod usage;
 
 pub use error::ApiError;
 pub use state::AppState;

@@ -6,8 +6,14 @@ use crate::subscriptions::{SubscriptionRecord, SyncedState};
 use crate::tables::{Table, TableNames, def};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::types::TransactWriteItem;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem};
+use std::collections::HashMap;
+
+/// A DynamoDB item (or key): attribute name to value.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Sends of one BatchGetItem while it leaves keys unprocessed.
+const BATCH_READ_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -203,6 +209,93 @@ impl Store {
             .await
             .map_err(sdk)?;
         Ok(())
+    }
+
+    /// Reads `keys` (each in its table) consistently in one BatchGetItem, re-asking for any
+    /// keys left unprocessed (a few times, briefly). Answers the items found, each with the
+    /// index of its key in `keys`. At most 100 keys.
+    pub(crate) async fn batch_get(
+        &self,
+        keys: &[(Table, Item)],
+    ) -> Result<Vec<(usize, Item)>, StoreError> {
+        if keys.is_empty() || keys.len() > 100 {
+            return Err(StoreError::Invalid(format!(
+                "a batch read of {} keys (1..=100)",
+                keys.len()
+            )));
+        }
+        // Which key an item answers: its table and key attributes.
+        let key_names = |table: Table| -> Vec<&'static str> {
+            let d = def(table);
+            std::iter::once(d.pk.name)
+                .chain(d.sk.map(|k| k.name))
+                .collect()
+        };
+        let identity = |table: Table, item: &Item| -> Vec<Option<AttributeValue>> {
+            key_names(table)
+                .into_iter()
+                .map(|n| item.get(n).cloned())
+                .collect()
+        };
+        let mut by_table: HashMap<String, (Table, Vec<Item>)> = HashMap::new();
+        for (table, key) in keys {
+            by_table
+                .entry(self.table(*table).to_string())
+                .or_insert_with(|| (*table, Vec::new()))
+                .1
+                .push(key.clone());
+        }
+        let mut pending: HashMap<String, KeysAndAttributes> = HashMap::new();
+        for (name, (_, table_keys)) in &by_table {
+            pending.insert(
+                name.clone(),
+                KeysAndAttributes::builder()
+                    .set_keys(Some(table_keys.clone()))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(build)?,
+            );
+        }
+        let mut found = Vec::new();
+        for attempt in 0..BATCH_READ_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+            }
+            let out = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(std::mem::take(&mut pending)))
+                .send()
+                .await
+                .map_err(sdk)?;
+            for (name, items) in out.responses.unwrap_or_default() {
+                let Some((table, _)) = by_table.get(&name) else {
+                    continue;
+                };
+                for item in items {
+                    let id = identity(*table, &item);
+                    let index = keys
+                        .iter()
+                        .position(|(t, k)| t == table && identity(*t, k) == id)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("{name}: an item no key asked for"))
+                        })?;
+                    found.push((index, item));
+                }
+            }
+            pending = out
+                .unprocessed_keys
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, k)| !k.keys().is_empty())
+                .collect();
+            if pending.is_empty() {
+                return Ok(found);
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "keys left unprocessed after {BATCH_READ_ATTEMPTS} batch reads"
+        )))
     }
 
     pub(crate) fn subscription_key(

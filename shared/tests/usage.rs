@@ -6,12 +6,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::Engine;
 use shared::clock::SystemClock;
 use shared::ledger::{CreditKind, EntryKind, Grant, GrantOutcome, LedgerKey};
+use shared::metering::store::Consumed;
+use shared::metering::{
+    AnalysisRecord, AnalysisSource, Meter, UsageKey, month_period_key, subscription_period_key,
+};
 use shared::store::{Store, StoreError};
 use shared::tables::Table;
-use shared::usage::{
-    AnalysisRecord, AnalysisSource, Consumed, Meter, UsageKey, month_period_key,
-    subscription_period_key,
-};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use shared::domain::{ExternalUserId, Subject, paid_tier};
 use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody, PathId};
 use shared::idempotency::{IdempotencyKey, stripe_key_for};
+use shared::metering::{Meter, UsageKey, subscription_period_key};
 use shared::metering::{Plan, plan_of};
 use shared::openapi::{
     BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
@@ -25,7 +26,6 @@ use shared::subscriptions::{
     SubscriptionView, timestamp,
 };
 use shared::sync;
-use shared::usage::{Meter, UsageKey, subscription_period_key};
 use shared::{ApiError, AppState, auth::Account};
 use std::collections::HashMap;
 use utoipa::{IntoParams, OpenApi, ToSchema};

@@ -2,11 +2,10 @@
 //! `/v1/usage/*`. The analysis service calls it before it runs an analysis or answers a
 //! chat message.
 //!
-//! An analysis is paid, in order, by: a paid plan's allowance for its Stripe period (Pro:
-//! 100; Enterprise: unlimited, still counted); then an unexpired report credit (soonest
-//! expiring first); then, for subjects without a paid plan, the free tier (1 per calendar
-//! month per account: an account's end users share it). Each `analysis_id` counts once,
-//! whatever paid for it.
+//! Each handler parses its input, asks the metering engine (`shared::metering`: its rules
+//! decide what pays, its store writes the decision as one transaction) and renders the
+//! answer. What pays an analysis, in order, and where a chat message counts: see
+//! `shared::metering::rules`.
 
 use axum::Json;
 use axum::extract::State;
@@ -20,10 +19,10 @@ use shared::domain::{ExternalUserId, Subject};
 use shared::error::ErrorBody;
 use shared::http::{ApiRouter, JsonBody};
 use shared::idempotency::{IdempotencyKey, answered_with_effect};
-use shared::ledger::{CreditKind, LedgerKey};
-use shared::metering::{
-    Plan, analyses_limit_exceeded, chat_limit_exceeded, plan_of, report_period_key,
-};
+use shared::ledger::CreditKind;
+use shared::metering::rules::{UnlimitedBy, chat_refusal, decide_chat};
+use shared::metering::store::{Counted, Metered};
+use shared::metering::{AnalysisRecord, AnalysisSource, MeterKeys, Plan, plan_of};
 use shared::openapi::{
     AnalysisId, BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError,
     PayloadTooLarge, RequestInProgress, Unauthorized,
@@ -31,7 +30,6 @@ use shared::openapi::{
 use shared::query::Query;
 use shared::store::StoreError;
 use shared::subscriptions::timestamp;
-use shared::usage::{AnalysisRecord, AnalysisSource, Consumed, Meter, UsageKey};
 use shared::{ApiError, AppState};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -72,42 +70,32 @@ fn analysis_id(raw: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The subject a request names, and the keys its metering touches.
 struct Who {
     subject: Subject,
-    /// The subject's own counters and markers (its paid plan, its report credits).
-    usage: UsageKey,
-    /// The free tier's counters and markers: the account's, shared by all its end users, so
-    /// inventing `external_user_id`s cannot mint free analyses.
-    free: UsageKey,
-    ledger: LedgerKey,
+    keys: MeterKeys,
 }
 
 fn who(account: &Account, external_user_id: Option<&str>) -> Result<Who, ApiError> {
     let subject = Subject::from_input("external_user_id", external_user_id)?;
-    let key = subject.key();
     Ok(Who {
-        usage: UsageKey {
-            account_id: account.id.to_string(),
-            subject: key.clone(),
-        },
-        free: UsageKey {
-            account_id: account.id.to_string(),
-            subject: Subject::Account.key(),
-        },
-        ledger: LedgerKey {
-            account_id: account.id.to_string(),
-            subject: key,
-        },
+        keys: MeterKeys::new(account.id.as_str(), &subject),
         subject,
     })
 }
 
-async fn plan(state: &AppState, who: &Who) -> Result<Plan, ApiError> {
+impl Who {
+    fn external_user_id(&self) -> Option<String> {
+        self.subject.external_user_id().map(str::to_string)
+    }
+}
+
+/// The plan that meters the subject now (1 consistent read).
+async fn plan(state: &AppState, who: &Who, now: i64) -> Result<Plan, ApiError> {
     let record = state
         .store
-        .subscription(&who.usage.account_id, &who.usage.subject)
+        .subscription(&who.keys.subject.account_id, &who.keys.subject.subject)
         .await?;
-    let now = state.clock.now().unix_timestamp();
     Ok(plan_of(
         record.as_ref(),
         now,
@@ -145,30 +133,34 @@ struct AnalysisResponse {
     report_credit_expires_at: Option<String>,
 }
 
-fn answer(
+fn render(
     who: &Who,
-    record: AnalysisRecord,
+    record: &AnalysisRecord,
     counted: bool,
     remaining: Option<u64>,
-) -> Json<AnalysisResponse> {
-    Json(AnalysisResponse {
-        analysis_id: record.analysis_id,
-        external_user_id: who.subject.external_user_id().map(str::to_string),
+) -> AnalysisResponse {
+    AnalysisResponse {
+        analysis_id: record.analysis_id.clone(),
+        external_user_id: who.external_user_id(),
         source: record.source,
         counted,
         remaining,
         report_credit_expires_at: record.report_expires_at.and_then(timestamp),
-    })
+    }
 }
 
-async fn report_credits_left(state: &AppState, who: &Who, now: i64) -> Result<u64, ApiError> {
-    let balance = state.store.ledger_balance(&who.ledger, now).await?;
-    Ok(balance
-        .lots
-        .iter()
-        .filter(|l| l.kind == CreditKind::Analysis)
-        .map(|l| l.remaining.max(0) as u64)
-        .sum())
+fn json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Invalid(format!("rendering the answer: {e}")))
+}
+
+/// A 200 JSON answer, marked as stored with its effect when it rode the transaction.
+fn ok_json(body: String, answered: bool) -> Response {
+    if answered {
+        answered_with_effect(StatusCode::OK, body)
+    } else {
+        (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body).into_response()
+    }
 }
 
 /// Record an analysis
@@ -209,96 +201,35 @@ async fn report_credits_left(state: &AppState, who: &Who, now: i64) -> Result<u6
 async fn analyses(
     State(state): State<AppState>,
     account: Account,
+    idem: Option<IdempotencyKey>,
     JsonBody(body): JsonBody<AnalysisBody>,
-) -> Result<Json<AnalysisResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = analysis_id(&body.analysis_id)?;
     let who = who(&account, body.external_user_id.as_deref())?;
-    if let Some(earlier) = state.store.analysis_record(&who.usage, &id).await? {
-        return Ok(answer(&who, earlier, false, None));
-    }
-    if who.free != who.usage
-        && let Some(earlier) = state.store.analysis_record(&who.free, &id).await?
-    {
-        return Ok(answer(&who, earlier, false, None));
-    }
     let now = state.clock.now().unix_timestamp();
-    let plan = plan(&state, &who).await?;
-    let period = plan.period(now);
-    let mut exhausted: Option<(u64, u64)> = None;
-    if let Plan::Paid { .. } = plan {
-        let limit = plan.analyses_limit();
-        match state
-            .store
-            .consume_analysis(
-                &who.usage,
-                &id,
-                AnalysisSource::Subscription,
-                &period.key,
-                limit,
-                now,
-            )
-            .await?
-        {
-            Consumed::New(r) => {
-                let remaining = match limit {
-                    Some(l) => Some(l.saturating_sub(count_of(&state, &who, &period.key).await?)),
-                    None => None,
-                };
-                return Ok(answer(&who, r, true, remaining));
-            }
-            Consumed::Earlier(r) => return Ok(answer(&who, r, false, None)),
-            Consumed::LimitReached { used } => exhausted = Some((used, limit.unwrap_or(used))),
+    // With an Idempotency-Key, the answer is stored in the transaction that counts the
+    // analysis: a retry after a crash replays it rather than finding the analysis counted.
+    let completion = |c: &Counted| {
+        let body = json(&render(&who, &c.record, true, c.remaining))?;
+        match &idem {
+            Some(idem) => idem.completion(StatusCode::OK, &body),
+            None => Err(StoreError::Invalid("no Idempotency-Key to answer".into())),
         }
-    }
+    };
+    let answer: Option<shared::store::AnswerWith<'_, Counted>> =
+        idem.as_ref().map(|_| &completion as _);
     match state
         .store
-        .consume_analysis_with_report_credit(
-            &who.ledger,
-            &who.usage,
-            &id,
-            &report_period_key(now),
-            now,
-        )
+        .meter_analysis(&who.keys, &id, now, answer)
         .await?
     {
-        Some(Consumed::New(r)) => {
-            return Ok(answer(
-                &who,
-                r,
-                true,
-                Some(report_credits_left(&state, &who, now).await?),
-            ));
-        }
-        Some(Consumed::Earlier(r)) => return Ok(answer(&who, r, false, None)),
-        Some(Consumed::LimitReached { .. }) | None => {}
+        Metered::Counted { counted, answered } => Ok(ok_json(
+            json(&render(&who, &counted.record, true, counted.remaining))?,
+            answered,
+        )),
+        Metered::Earlier(record) => Ok(ok_json(json(&render(&who, &record, false, None))?, false)),
+        Metered::Refused(refusal) => Err(refusal.into()),
     }
-    if let Some((used, limit)) = exhausted {
-        return Err(analyses_limit_exceeded(used, limit));
-    }
-    let limit = plan.analyses_limit();
-    match state
-        .store
-        .consume_analysis(
-            &who.free,
-            &id,
-            AnalysisSource::FreeTier,
-            &period.key,
-            limit,
-            now,
-        )
-        .await?
-    {
-        Consumed::New(r) => Ok(answer(&who, r, true, limit.map(|l| l.saturating_sub(1)))),
-        Consumed::Earlier(r) => Ok(answer(&who, r, false, None)),
-        Consumed::LimitReached { .. } => Err(ApiError::PlanRequired),
-    }
-}
-
-async fn count_of(state: &AppState, who: &Who, period_key: &str) -> Result<u64, ApiError> {
-    Ok(state
-        .store
-        .usage_count(&who.usage, Meter::Analyses, period_key)
-        .await?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -326,14 +257,6 @@ struct ChatResponse {
     /// Why this message was free of the monthly limit, if it was.
     #[schema(required = true)]
     unlimited_by: Option<UnlimitedBy>,
-}
-
-/// What makes chat messages unlimited.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum UnlimitedBy {
-    Subscription,
-    ReportCredit,
 }
 
 /// Record a chat message
@@ -373,52 +296,21 @@ async fn chat_messages(
     let id = body.analysis_id.as_deref().map(analysis_id).transpose()?;
     let who = who(&account, body.external_user_id.as_deref())?;
     let now = state.clock.now().unix_timestamp();
-    let plan = plan(&state, &who).await?;
-    let external_user_id = who.subject.external_user_id().map(str::to_string);
-    let (counter, period_key, limit, unlimited_by) = match plan {
-        Plan::Paid { .. } => (
-            &who.usage,
-            plan.period(now).key,
-            None,
-            Some(UnlimitedBy::Subscription),
-        ),
-        Plan::Free => {
-            let by_report = match &id {
-                Some(id) => state
-                    .store
-                    .analysis_record(&who.usage, id)
-                    .await?
-                    .is_some_and(|r| {
-                        matches!(r.source, AnalysisSource::ReportCredit)
-                            && r.report_expires_at.is_some_and(|e| now < e)
-                    }),
-                None => false,
-            };
-            if by_report {
-                (
-                    &who.usage,
-                    report_period_key(now),
-                    None,
-                    Some(UnlimitedBy::ReportCredit),
-                )
-            } else {
-                (
-                    &who.free,
-                    plan.period(now).key,
-                    plan.chat_messages_limit(),
-                    None,
-                )
-            }
-        }
+    let plan = plan(&state, &who, now).await?;
+    // Only a free subject's message depends on the analysis it is about.
+    let analysis = match (&plan, &id) {
+        (Plan::Free, Some(id)) => state.store.analysis_record(&who.keys.subject, id).await?,
+        _ => None,
     };
+    let meter = decide_chat(&plan, analysis.as_ref(), now);
+    let counter = who.keys.counter(meter.counter);
     let render = |used: u64| {
-        serde_json::to_string(&ChatResponse {
-            external_user_id: external_user_id.clone(),
+        json(&ChatResponse {
+            external_user_id: who.external_user_id(),
             chat_messages_used: used,
-            chat_messages_limit: limit,
-            unlimited_by,
+            chat_messages_limit: meter.limit,
+            unlimited_by: meter.unlimited_by,
         })
-        .map_err(|e| StoreError::Invalid(format!("rendering the answer: {e}")))
     };
     // With an Idempotency-Key, the answer is stored in the transaction that counts the
     // message: a retry after a crash replays it rather than counting the message again.
@@ -427,26 +319,20 @@ async fn chat_messages(
             let answer = |used: &u64| idem.completion(StatusCode::OK, &render(*used)?);
             state
                 .store
-                .count_chat_message_answered(counter, &period_key, limit, now, &answer)
+                .count_chat_message_answered(counter, &meter.period_key, meter.limit, now, &answer)
                 .await?
         }
         None => (
             state
                 .store
-                .count_chat_message(counter, &period_key, limit, now)
+                .count_chat_message(counter, &meter.period_key, meter.limit, now)
                 .await?,
             false,
         ),
     };
     match counted {
-        Ok(used) if answered => Ok(answered_with_effect(StatusCode::OK, render(used)?)),
-        Ok(used) => Ok((
-            StatusCode::OK,
-            [(CONTENT_TYPE, "application/json")],
-            render(used)?,
-        )
-            .into_response()),
-        Err(used) => Err(chat_limit_exceeded(used, limit.unwrap_or(used))),
+        Ok(used) => Ok(ok_json(render(used)?, answered)),
+        Err(used) => Err(chat_refusal(used, meter.limit.unwrap_or(used)).into()),
     }
 }
 
@@ -521,51 +407,27 @@ async fn usage(
 ) -> Result<Json<UsageResponse>, ApiError> {
     let who = who(&account, q.external_user_id.as_deref())?;
     let now = state.clock.now().unix_timestamp();
-    let plan = plan(&state, &who).await?;
+    let plan = plan(&state, &who, now).await?;
     let period = plan.period(now);
-    let counter = match plan {
-        Plan::Paid { .. } => &who.usage,
-        Plan::Free => &who.free,
-    };
-    let (analyses, chats, balance) = tokio::try_join!(
-        async {
-            state
-                .store
-                .usage_count(counter, Meter::Analyses, &period.key)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            state
-                .store
-                .usage_count(counter, Meter::ChatMessages, &period.key)
-                .await
-                .map_err(ApiError::from)
-        },
-        async {
-            state
-                .store
-                .ledger_balance(&who.ledger, now)
-                .await
-                .map_err(ApiError::from)
-        },
-    )?;
+    let read = state.store.usage_now(&who.keys, &plan, now).await?;
     Ok(Json(UsageResponse {
-        external_user_id: who.subject.external_user_id().map(str::to_string),
+        external_user_id: who.external_user_id(),
         tier: plan.tier(),
         period_start: timestamp(period.start),
         period_end: timestamp(period.end),
         analyses: MeterView {
-            used: analyses,
+            used: read.analyses,
             limit: plan.analyses_limit(),
         },
         chat_messages: MeterView {
-            used: chats,
+            used: read.chat_messages,
             limit: plan.chat_messages_limit(),
         },
-        report_credits: balance
-            .lots
-            .iter()
+        report_credits: read
+            .ledger
+            .map(|l| l.live_lots(now))
+            .unwrap_or_default()
+            .into_iter()
             .filter(|l| l.kind == CreditKind::Analysis)
             .map(|l| ReportCreditView {
                 credits: l.remaining,

@@ -13,7 +13,7 @@
 //! - `ENTRY#<ulid>`: `{id, kind: grant|spend|expiry, amount (±), reason, source_id?,
 //!   created_at}`; spends also carry the `analysis_ids` they paid for. Never changed.
 //!   A spend with reason `analysis` is an analysis paid with a report lot (written by
-//!   [`crate::usage`]): its `source_id` is the lot, and it has no `DOC#` item.
+//!   [`crate::metering`]): its `source_id` is the lot, and it has no `DOC#` item.
 //! - `GRANT#<source_id>`: the marker that makes a second grant of one source impossible.
 //! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id}`: a document bought with a
 //!   credit ("already purchased"). A plan's access writes none (it lasts as long as the

@@ -101,6 +101,12 @@ impl LedgerState {
             .collect()
     }
 
+    /// The lot of `kind` that pays next at `now`: unexpired, holding credits, the
+    /// soonest-expiring first (ties by source id).
+    pub fn next_lot(&self, kind: CreditKind, now: i64) -> Option<Lot> {
+        self.live_lots(now).into_iter().find(|l| l.kind == kind)
+    }
+
     /// Expired lots that still hold credits, soonest first, at most `MAX_EXPIRIES_PER_WRITE`.
     pub fn expiries(&self, now: i64) -> Vec<Draw> {
         let mut expired: Vec<&StoredLot> = self
@@ -246,6 +252,30 @@ pub fn plan_access(
     );
     debug_assert!(plan.remaining_balance >= 0);
     AccessDecision::Plan(plan)
+}
+
+/// Spending one credit of `lot` (one [`LedgerState::next_lot`] chose) at `now`, writing off
+/// the expired lots on the way as every spend does. `None` when the lot cannot pay: unknown,
+/// expired or empty in `state`.
+pub fn plan_lot_spend(state: &LedgerState, lot: &Lot, now: i64) -> Option<AccessPlan> {
+    let stored = state
+        .lots
+        .iter()
+        .find(|l| l.source_id == lot.source_id && l.remaining > 0)?;
+    if is_expired(stored.expires_at, now) {
+        return None;
+    }
+    Some(AccessPlan {
+        new_docs: Vec::new(),
+        cost: 1,
+        from_lots: vec![Draw {
+            source_id: stored.source_id.clone(),
+            amount: 1,
+        }],
+        from_pool: 0,
+        expiries: state.expiries(now),
+        remaining_balance: state.unexpired(stored.kind, now) - 1,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -643,5 +673,69 @@ mod tests {
         let forever = plan_grant(None, "s", CreditKind::Analysis, 1, None, NOW).unwrap();
         assert_eq!((forever.after.pool, forever.available_after), (0, 0));
         assert_eq!(forever.after.lots[0].expires_at, i64::MAX);
+    }
+
+    #[test]
+    fn an_analysis_credit_comes_from_the_soonest_expiring_analysis_lot_only() {
+        let mut s = state(4, &[("pack_lot", 2, NOW + 5 * DAY)]);
+        let lot = |source: &str, remaining: i64, expires_at: i64| StoredLot {
+            source_id: source.into(),
+            kind: CreditKind::Analysis,
+            remaining,
+            expires_at,
+        };
+        s.lots.extend([
+            lot("late", 1, NOW + 20 * DAY),
+            lot("soon", 1, NOW + 10 * DAY),
+            lot("gone", 1, NOW - 1),
+            lot("empty", 0, NOW + DAY),
+        ]);
+        s.balance += 3;
+        s.total_purchased += 3;
+        // Decision table: (now, the lot that pays next).
+        for (now, expected) in [
+            (NOW, Some("soon")),
+            (NOW + 10 * DAY, Some("late")),
+            (NOW + 20 * DAY, None),
+        ] {
+            let next = s.next_lot(CreditKind::Analysis, now);
+            assert_eq!(
+                next.as_ref().map(|l| l.source_id.as_str()),
+                expected,
+                "{now}"
+            );
+        }
+        let next = s.next_lot(CreditKind::Analysis, NOW).unwrap();
+        let p = plan_lot_spend(&s, &next, NOW).unwrap();
+        assert_eq!(p.cost, 1);
+        assert_eq!(p.from_pool, 0, "pack credits never pay an analysis");
+        assert_eq!(
+            p.from_lots,
+            vec![Draw {
+                source_id: "soon".into(),
+                amount: 1
+            }]
+        );
+        // The expired analysis lot is written off on the way.
+        assert_eq!(
+            p.expiries,
+            vec![Draw {
+                source_id: "gone".into(),
+                amount: 1
+            }]
+        );
+        assert_eq!(p.remaining_balance, 1);
+        // A lot that expired, is empty or is unknown cannot pay.
+        assert_eq!(plan_lot_spend(&s, &next, NOW + 10 * DAY), None);
+        let unknown = Lot {
+            source_id: "nope".into(),
+            ..next.clone()
+        };
+        assert_eq!(plan_lot_spend(&s, &unknown, NOW), None);
+        let empty = Lot {
+            source_id: "empty".into(),
+            ..next
+        };
+        assert_eq!(plan_lot_spend(&s, &empty, NOW), None);
     }
 }

@@ -273,7 +273,7 @@ impl Store {
     }
 
     /// Sends one transaction, resending it (backoff) while it is cancelled by conflicts or
-    /// throttling. Also sends the usage meter's transactions (`crate::usage`), which may span
+    /// throttling. Also sends the usage meter's transactions (`crate::metering::store`), which may span
     /// this table and the Usage table.
     pub(crate) async fn ledger_transact(
         &self,
@@ -404,20 +404,7 @@ impl Store {
                     _ => return Err(StoreError::Corrupt("a ledger item without sk".into())),
                 };
                 if sk == BALANCE_SK {
-                    let balance: BalanceItem = serde_dynamo::from_item(item).map_err(corrupt)?;
-                    let kindless = balance.kindless();
-                    let kinds = if kindless.is_empty() {
-                        HashMap::new()
-                    } else {
-                        self.store_lot_kinds(pk, &kindless).await?
-                    };
-                    let state = balance.state(&kinds)?;
-                    if !state.is_consistent() {
-                        return Err(StoreError::Corrupt(format!(
-                            "ledger {pk}: the balance item does not add up: {state:?}"
-                        )));
-                    }
-                    read.state = Some(state);
+                    read.state = Some(self.ledger_state_of(pk, item).await?);
                 } else {
                     if item.contains_key("entry_id") {
                         read.paid.insert(sk.clone());
@@ -435,6 +422,36 @@ impl Store {
                 "ledger {pk}: keys left unprocessed after {MAX_TX_ATTEMPTS} reads"
             ))),
         }
+    }
+
+    /// The key of ledger `pk`'s `BALANCE` item (for readers that fetch it with items of
+    /// their own in one BatchGetItem, then pass it to [`Self::ledger_state_of`]).
+    pub(crate) fn ledger_balance_key(pk: &str) -> HashMap<String, AttributeValue> {
+        item_key(pk, BALANCE_SK)
+    }
+
+    /// The state in ledger `pk`'s `BALANCE` item, checked: lots stored before kinds existed
+    /// get theirs from their grants (stored once), and an item whose numbers do not add up is
+    /// corrupt, never spent from.
+    pub(crate) async fn ledger_state_of(
+        &self,
+        pk: &str,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<LedgerState, StoreError> {
+        let balance: BalanceItem = serde_dynamo::from_item(item).map_err(corrupt)?;
+        let kindless = balance.kindless();
+        let kinds = if kindless.is_empty() {
+            HashMap::new()
+        } else {
+            self.store_lot_kinds(pk, &kindless).await?
+        };
+        let state = balance.state(&kinds)?;
+        if !state.is_consistent() {
+            return Err(StoreError::Corrupt(format!(
+                "ledger {pk}: the balance item does not add up: {state:?}"
+            )));
+        }
+        Ok(state)
     }
 
     /// Every item of ledger `pk` whose sort key starts with `prefix`, in sort-key order
@@ -567,7 +584,7 @@ impl Store {
     }
 }
 
-pub(crate) fn entry_put(
+fn entry_put(
     store: &Store,
     pk: &str,
     entry: &Entry,
@@ -583,14 +600,22 @@ pub(crate) fn entry_put(
     store.ledger_put(item)
 }
 
+/// The entry writing off what is left of an expired lot.
+fn expiry_entry(expiry: &rules::Draw, now: i64) -> Entry {
+    Entry {
+        id: new_entry_id(now),
+        kind: EntryKind::Expiry,
+        amount: -expiry.amount,
+        reason: "expired".to_string(),
+        source_id: Some(expiry.source_id.clone()),
+        created_at: now,
+    }
+}
+
 /// The update of `BALANCE` for an access plan, conditioned on every credit it takes: the
 /// balance, the pool and each lot it draws from, and each lot it writes off holding exactly
 /// what was read (so a write-off happens once).
-pub(crate) fn spend_update(
-    store: &Store,
-    pk: &str,
-    plan: &AccessPlan,
-) -> Result<Update, StoreError> {
+fn spend_update(store: &Store, pk: &str, plan: &AccessPlan) -> Result<Update, StoreError> {
     let mut names = HashMap::from([
         ("#b".to_string(), "balance".to_string()),
         ("#p".to_string(), "pool".to_string()),
@@ -643,6 +668,89 @@ pub(crate) fn spend_update(
         .set_expression_attribute_values(Some(values))
         .build()
         .map_err(build)
+}
+
+/// What [`Store::ledger_spend_lot`] spends: one credit of `lot` at `now`, its entry giving
+/// `reason` and `analysis_ids`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LotSpendOf<'a> {
+    pub(crate) lot: &'a super::Lot,
+    pub(crate) reason: &'a str,
+    pub(crate) analysis_ids: &'a [String],
+    pub(crate) now: i64,
+}
+
+/// A one-credit spend from a lot sent with the caller's own items ([`Store::ledger_spend_lot`]).
+#[derive(Debug)]
+pub(crate) enum LotSpend {
+    /// The lot cannot pay in the state given (expired, empty or unknown): nothing was sent.
+    Unpayable,
+    Committed,
+    /// Some condition failed: `riders_failed[i]` says whether the caller's item `i` did (all
+    /// false when the engine gave no reasons); otherwise the ledger's state moved meanwhile.
+    ConditionFailed {
+        riders_failed: Vec<bool>,
+    },
+}
+
+impl Store {
+    /// Spends one credit of `lot` (chosen from `state`, as read, by
+    /// [`LedgerState::next_lot`]) in one transaction with `riders`, the caller's own items
+    /// (e.g. the usage meter's marker and counter): the `BALANCE` update conditioned on what
+    /// it takes and writes off, the spend entry (`reason`, the lot as `source_id`,
+    /// `analysis_ids`) and the expiry entries of the lots written off on the way.
+    pub(crate) async fn ledger_spend_lot(
+        &self,
+        key: &LedgerKey,
+        state: &LedgerState,
+        spend: LotSpendOf<'_>,
+        riders: Vec<TransactWriteItem>,
+    ) -> Result<LotSpend, StoreError> {
+        let LotSpendOf {
+            lot,
+            reason,
+            analysis_ids,
+            now,
+        } = spend;
+        check_id("a reason", reason)?;
+        let Some(plan) = rules::plan_lot_spend(state, lot, now) else {
+            return Ok(LotSpend::Unpayable);
+        };
+        let pk = key.pk();
+        let spend = Entry {
+            id: new_entry_id(now),
+            kind: EntryKind::Spend,
+            amount: -plan.cost,
+            reason: reason.to_string(),
+            source_id: Some(lot.source_id.clone()),
+            created_at: now,
+        };
+        let mut items = Vec::with_capacity(plan.expiries.len() + 2 + riders.len());
+        items.push(
+            TransactWriteItem::builder()
+                .update(spend_update(self, &pk, &plan)?)
+                .build(),
+        );
+        items.push(entry_put(self, &pk, &spend, Some(analysis_ids))?);
+        for expiry in &plan.expiries {
+            items.push(entry_put(self, &pk, &expiry_entry(expiry, now), None)?);
+        }
+        let first_rider = items.len();
+        let rider_count = riders.len();
+        items.extend(riders);
+        Ok(match self.ledger_transact(items).await? {
+            TxResult::Committed => LotSpend::Committed,
+            TxResult::ConditionFailed(codes) => LotSpend::ConditionFailed {
+                riders_failed: (0..rider_count)
+                    .map(|i| {
+                        codes
+                            .get(first_rider + i)
+                            .is_some_and(|c| c == CONDITION_FAILED)
+                    })
+                    .collect(),
+            },
+        })
+    }
 }
 
 impl Store {
@@ -942,15 +1050,7 @@ impl Store {
                 items.push(entry_put(self, &pk, entry, Some(&plan.new_docs))?);
             }
             for expiry in &plan.expiries {
-                let entry = Entry {
-                    id: new_entry_id(now),
-                    kind: EntryKind::Expiry,
-                    amount: -expiry.amount,
-                    reason: "expired".to_string(),
-                    source_id: Some(expiry.source_id.clone()),
-                    created_at: now,
-                };
-                items.push(entry_put(self, &pk, &entry, None)?);
+                items.push(entry_put(self, &pk, &expiry_entry(expiry, now), None)?);
             }
             for id in &plan.new_docs {
                 let item = serde_dynamo::to_item(DocItem {

@@ -49,10 +49,10 @@ pub enum Floor {
     Purchases,
     /// BatchGetItem CreditLedger (BALANCE and the DOC# items) + Subscriptions (the plan).
     BalanceDocumentsAndPlan,
-    /// GetItem Subscriptions, then GetItem Usage ×2 (both counters) ∥ BatchGetItem CreditLedger.
+    /// GetItem Subscriptions, then BatchGetItem Usage (both counters) + CreditLedger (BALANCE).
     PlanThenCountersAndBalance,
-    /// GetItem Usage (the analysis marker).
-    AnalysisMarker,
+    /// BatchGetItem Usage (the markers, the free-tier counter) + Subscriptions + CreditLedger.
+    AnalysisFacts,
     /// GetItem Subscriptions, then UpdateItem Usage (the chat counter, +1).
     PlanThenChatCount,
     /// GetItem Idempotency (the event's dedupe record).
@@ -152,8 +152,8 @@ pub const ENDPOINTS: [Endpoint; 10] = [
         function: "usage",
         case: "an analysis_id counted before",
         min_calls: 1,
-        min_reason: "1 read of the analysis marker answers a repeat",
-        floor: Floor::AnalysisMarker,
+        min_reason: "1 read answers a repeat: one BatchGetItem reads the analysis marker with everything a new analysis's decision needs (plan, free-tier counter, ledger)",
+        floor: Floor::AnalysisFacts,
         webhook: false,
     },
     Endpoint {
@@ -201,7 +201,7 @@ impl FloorContext {
     }
 
     /// One request's DynamoDB calls for `floor`. Items, projections and consistency are the
-    /// store's (`shared::store`, `shared::ledger::store`, `shared::usage`).
+    /// store's (`shared::store`, `shared::ledger::store`, `shared::metering::store`).
     pub async fn run(&self, floor: Floor) -> anyhow::Result<()> {
         match floor {
             Floor::None => {}
@@ -233,15 +233,49 @@ impl FloorContext {
             }
             Floor::PlanThenCountersAndBalance => {
                 self.plan().await?;
-                tokio::try_join!(
-                    self.counter("COUNT#ANALYSES#"),
-                    self.counter("COUNT#CHAT#"),
-                    self.ledger(&[], false)
-                )?;
+                let usage = &self.seeded.usage_pk;
+                let period = &self.seeded.period_key;
+                self.batch(&[
+                    (
+                        Table::Usage,
+                        pk_sk(usage, &format!("COUNT#ANALYSES#{period}")),
+                    ),
+                    (Table::Usage, pk_sk(usage, &format!("COUNT#CHAT#{period}"))),
+                    (
+                        Table::CreditLedger,
+                        pk_sk(&self.seeded.ledger_pk, "BALANCE"),
+                    ),
+                ])
+                .await?;
             }
-            Floor::AnalysisMarker => {
-                self.usage_item(&format!("ANALYSIS#{}", crate::seed::REPEATED_ANALYSIS))
-                    .await?;
+            Floor::AnalysisFacts => {
+                // `Store::analysis_facts`: the subject's and the account's markers of the
+                // analysis, the plan, the account's free-tier counter and the ledger.
+                let account = format!("{}#self", self.seeded.account_id);
+                let marker = format!("ANALYSIS#{}", crate::seed::REPEATED_ANALYSIS);
+                let free = format!(
+                    "COUNT#ANALYSES#{}",
+                    shared::metering::Plan::Free
+                        .period(time::OffsetDateTime::now_utc().unix_timestamp())
+                        .key
+                );
+                self.batch(&[
+                    (Table::Usage, pk_sk(&self.seeded.usage_pk, &marker)),
+                    (
+                        Table::Subscriptions,
+                        HashMap::from([
+                            ("account_id".to_string(), s(&self.seeded.account_id)),
+                            ("subject".to_string(), s(&self.seeded.subject)),
+                        ]),
+                    ),
+                    (Table::Usage, pk_sk(&account, &free)),
+                    (
+                        Table::CreditLedger,
+                        pk_sk(&self.seeded.ledger_pk, "BALANCE"),
+                    ),
+                    (Table::Usage, pk_sk(&account, &marker)),
+                ])
+                .await?;
             }
             Floor::PlanThenChatCount => {
                 self.plan().await?;
@@ -289,6 +323,33 @@ impl FloorContext {
             .consistent_read(true)
             .send()
             .await?;
+        Ok(())
+    }
+
+    /// `keys`, each in its table, in one consistent BatchGetItem (`Store::batch_get`).
+    async fn batch(&self, keys: &[(Table, HashMap<String, AttributeValue>)]) -> anyhow::Result<()> {
+        let mut by_table: HashMap<&str, Vec<HashMap<String, AttributeValue>>> = HashMap::new();
+        for (table, key) in keys {
+            by_table
+                .entry(self.table(*table))
+                .or_default()
+                .push(key.clone());
+        }
+        let mut batch = self.client.batch_get_item();
+        for (table, keys) in by_table {
+            batch = batch.request_items(
+                table,
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()?,
+            );
+        }
+        let out = batch.send().await?;
+        anyhow::ensure!(
+            out.unprocessed_keys.is_none_or(|u| u.is_empty()),
+            "the engine left keys unprocessed"
+        );
         Ok(())
     }
 

@@ -11,11 +11,12 @@ use shared::domain::Subject;
 use shared::ledger::{
     AccessOutcome, Charge, Grant, GrantOutcome, LedgerKey, Purchase, PurchaseStatus,
 };
+use shared::metering::store::Consumed;
+use shared::metering::{AnalysisSource, UsageKey, subscription_period_key};
 use shared::store::Store;
 use shared::stripe::SubscriptionSnapshot;
 use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, PURPOSE_CREDIT_PACK, SyncedState};
 use shared::tables::TableNames;
-use shared::usage::{AnalysisSource, Consumed, UsageKey, subscription_period_key};
 use std::collections::HashMap;
 
 /// The end user every request names.

@@ -19,11 +19,11 @@ const EXPECTED: [(&str, &[(&str, u64)]); 10] = [
     // The plan, the balance and the documents in one BatchGetItem; nothing new is unlocked,
     // so no transaction. The minimum.
     ("POST /v1/credits/access", &[("BatchGetItem", 1)]),
-    // GAP (minimum 2): the plan, then 3 concurrent reads (both counters and the balance)
-    // that one BatchGetItem could make: 2 round trips deep, 4 calls.
-    ("GET /v1/usage", &[("BatchGetItem", 1), ("GetItem", 3)]),
-    // A repeat: the analysis marker answers it. The minimum.
-    ("POST /v1/usage/analyses", &[("GetItem", 1)]),
+    // The plan, then both counters of its period and the balance in one BatchGetItem. The
+    // minimum.
+    ("GET /v1/usage", &[("BatchGetItem", 1), ("GetItem", 1)]),
+    // A repeat: the analysis marker, read with the decision's facts, answers it. The minimum.
+    ("POST /v1/usage/analyses", &[("BatchGetItem", 1)]),
     // The plan, then the counter's conditional update. The minimum.
     (
         "POST /v1/usage/chat-messages",

@@ -68,6 +68,41 @@ async fn a_chat_message_whose_answer_was_not_stored_is_counted_once() {
 }
 
 #[tokio::test]
+async fn an_analysis_whose_answer_was_not_stored_answers_the_same_counted_analysis() {
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    // Every UpdateItem fails: before this fix, the analysis was counted by a transaction and
+    // the idempotency record's completion was an UpdateItem after it.
+    app.dynamodb_faults.arm("UpdateItem", 0, 50);
+    let (first, retries) = retried(
+        &app,
+        &clock,
+        "/v1/usage/analyses",
+        json!({"analysis_id": "ana_1"}),
+    )
+    .await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(
+        (
+            &first.1["source"],
+            &first.1["counted"],
+            &first.1["remaining"]
+        ),
+        (&json!("free_tier"), &json!(true), &json!(0)),
+        "{}",
+        first.1
+    );
+    let usage: Value = app.get("/v1/usage").await.json().await.expect("JSON");
+    assert_eq!(usage["analyses"]["used"], 1, "counted once: {usage}");
+    for retry in retries {
+        assert_eq!(
+            retry, first,
+            "a retry answers what the first attempt answered"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_access_whose_answer_was_not_stored_is_replayed_not_run_again() {
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = TestApp::spawn_with_clock(clock.clone() as Arc<_>, local::router).await;
