@@ -5,7 +5,6 @@
 use crate::config::Stage;
 use crate::error::ApiError;
 use crate::keys::{AccountId, ApiKey, KeyRecord};
-use crate::state::AppState;
 use crate::store::Store;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -95,16 +94,25 @@ impl Authenticator {
     }
 }
 
-impl FromRequestParts<AppState> for Account {
+/// A router state that can authenticate callers: what the [`Account`] extractor needs.
+pub trait Authenticates {
+    fn authenticator(&self) -> &Authenticator;
+    fn key_store(&self) -> &Store;
+}
+
+impl<S: Authenticates + Send + Sync> FromRequestParts<S> for Account {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let header = match parts.headers.get(AUTHORIZATION) {
             None => None,
             Some(value) => Some(value.to_str().map_err(|_| {
                 ApiError::InvalidApiKey("The Authorization header is not valid text.".into())
             })?),
         };
-        state.auth.authenticate(&state.store, header).await
+        state
+            .authenticator()
+            .authenticate(state.key_store(), header)
+            .await
     }
 }

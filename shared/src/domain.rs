@@ -3,14 +3,31 @@
 
 use crate::catalog::Tier;
 use crate::config::Stage;
-use crate::error::ApiError;
+
+/// Why an input was refused: the API renders it as a 400 (`crate::error::ApiError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// A missing, malformed or out-of-range input; `field` names it.
+    Invalid { field: String, message: String },
+    /// A tier that is not a paid one (the spec's `invalid_tier`), at most 64 characters of it.
+    Tier(String),
+}
+
+impl InputError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        InputError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// A tier a customer can buy: pro or enterprise.
-pub fn paid_tier(raw: &str) -> Result<Tier, ApiError> {
+pub fn paid_tier(raw: &str) -> Result<Tier, InputError> {
     match raw {
         "pro" => Ok(Tier::Pro),
         "enterprise" => Ok(Tier::Enterprise),
-        other => Err(ApiError::InvalidTier(other.chars().take(64).collect())),
+        other => Err(InputError::Tier(other.chars().take(64).collect())),
     }
 }
 
@@ -34,13 +51,13 @@ fn plain_in_keys(b: u8) -> bool {
 }
 
 impl ExternalUserId {
-    pub fn parse(field: &str, raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, InputError> {
         let length = raw.chars().count();
         let ok = (1..=EXTERNAL_USER_ID_MAX).contains(&length) && !raw.chars().any(char::is_control);
         if ok {
             Ok(Self(raw.to_string()))
         } else {
-            Err(ApiError::invalid(
+            Err(InputError::invalid(
                 field,
                 format!(
                     "`{field}` must be 1-{EXTERNAL_USER_ID_MAX} characters, none of them a control character"
@@ -88,7 +105,7 @@ pub enum Subject {
 
 impl Subject {
     /// From an optional `external_user_id` input.
-    pub fn from_input(field: &str, external_user_id: Option<&str>) -> Result<Self, ApiError> {
+    pub fn from_input(field: &str, external_user_id: Option<&str>) -> Result<Self, InputError> {
         match external_user_id {
             None => Ok(Subject::Account),
             Some(raw) => ExternalUserId::parse(field, raw).map(Subject::User),
@@ -131,7 +148,7 @@ pub struct AnalysisIds(Vec<String>);
 pub const MAX_ANALYSIS_IDS: usize = 50;
 
 impl AnalysisIds {
-    pub fn parse(field: &str, raw: Vec<String>) -> Result<Self, ApiError> {
+    pub fn parse(field: &str, raw: Vec<String>) -> Result<Self, InputError> {
         let mut ids: Vec<String> = Vec::with_capacity(raw.len().min(MAX_ANALYSIS_IDS));
         for id in raw {
             let ok = !id.is_empty()
@@ -140,7 +157,7 @@ impl AnalysisIds {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
             if !ok {
-                return Err(ApiError::invalid(
+                return Err(InputError::invalid(
                     field,
                     format!("Each of `{field}` must be 1-128 characters of A-Z a-z 0-9 . _ - :"),
                 ));
@@ -149,14 +166,14 @@ impl AnalysisIds {
                 ids.push(id);
             }
             if ids.len() > MAX_ANALYSIS_IDS {
-                return Err(ApiError::invalid(
+                return Err(InputError::invalid(
                     field,
                     format!("At most {MAX_ANALYSIS_IDS} distinct `{field}` per request."),
                 ));
             }
         }
         if ids.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(InputError::invalid(
                 field,
                 format!("`{field}` must list at least one document id."),
             ));
@@ -174,7 +191,7 @@ impl AnalysisIds {
 /// a domain of dot-separated DNS labels (letters, digits, inner hyphens, 1–63 each) ending in
 /// a top-level domain of 2–63 letters. Stripe refuses addresses it cannot deliver to; taking
 /// only these keeps a caller's typo a 400 here, before any Stripe call.
-pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
+pub fn customer_email(field: &str, raw: &str) -> Result<String, InputError> {
     let local_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
     let label_ok = |l: &str| {
         (1..=63).contains(&l.len())
@@ -197,7 +214,7 @@ pub fn customer_email(field: &str, raw: &str) -> Result<String, ApiError> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(ApiError::invalid(
+        Err(InputError::invalid(
             field,
             format!("`{field}` must be an email address"),
         ))
@@ -224,8 +241,8 @@ pub struct RedirectUrl(String);
 pub const REDIRECT_URL_MAX: usize = 2048;
 
 impl RedirectUrl {
-    pub fn parse(field: &str, raw: &str, stage: Stage) -> Result<Self, ApiError> {
-        let bad = |why: &str| Err(ApiError::invalid(field, format!("`{field}` {why}")));
+    pub fn parse(field: &str, raw: &str, stage: Stage) -> Result<Self, InputError> {
+        let bad = |why: &str| Err(InputError::invalid(field, format!("`{field}` {why}")));
         if raw.chars().count() > REDIRECT_URL_MAX {
             return bad("is longer than 2048 characters");
         }
@@ -305,16 +322,22 @@ fn is_port(port: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
+
+    /// How the API renders an input error.
+    fn api<T: std::fmt::Debug>(result: Result<T, InputError>) -> ApiError {
+        ApiError::from(result.unwrap_err())
+    }
 
     #[test]
     fn only_paid_tiers_parse() {
         assert_eq!(paid_tier("pro"), Ok(Tier::Pro));
         assert_eq!(paid_tier("enterprise"), Ok(Tier::Enterprise));
         for bad in ["free", "premium", "Pro", ""] {
-            assert_eq!(paid_tier(bad).unwrap_err().code(), "invalid_tier", "{bad}");
+            assert_eq!(api(paid_tier(bad)).code(), "invalid_tier", "{bad}");
         }
         assert_eq!(
-            paid_tier("premium").unwrap_err().body()["error"]["message"],
+            api(paid_tier("premium")).body()["error"]["message"],
             "Invalid tier 'premium'. Valid tiers: pro, enterprise"
         );
     }
@@ -346,7 +369,7 @@ mod tests {
             "\u{85}",
             too_long.as_str(),
         ] {
-            let e = ExternalUserId::parse("external_user_id", bad).unwrap_err();
+            let e = api(ExternalUserId::parse("external_user_id", bad));
             assert_eq!(e.code(), "invalid_request", "{bad:?}");
         }
     }
@@ -404,7 +427,7 @@ mod tests {
         );
         let mut fifty_one = fifty;
         fifty_one.push("ana_50".into());
-        let e = AnalysisIds::parse("analysis_ids", fifty_one).unwrap_err();
+        let e = api(AnalysisIds::parse("analysis_ids", fifty_one));
         assert!(
             e.body()["error"]["message"]
                 .as_str()
@@ -475,7 +498,7 @@ mod tests {
             "https://a.com:01234/",
             "https://[::1]/",
         ] {
-            let e = RedirectUrl::parse("cancel_url", bad, Stage::Test).unwrap_err();
+            let e = api(RedirectUrl::parse("cancel_url", bad, Stage::Test));
             assert_eq!(e.body()["error"]["field"], "cancel_url", "{bad}");
         }
         let too_long_label = format!("https://{}.com/", "a".repeat(64));

@@ -3,8 +3,11 @@
 //! shows). Internals never reach the body; they go to the log inside the request's span,
 //! which carries the request id.
 
+use crate::domain::InputError;
 use crate::metering::Meter;
 use crate::metering::rules::Refusal;
+use crate::store::StoreError;
+use crate::stripe::StripeFailure;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -51,6 +54,42 @@ pub enum ApiError {
     UpstreamUnavailable(String),
     /// 500: our fault. The detail is logged, never rendered.
     Internal(String),
+}
+
+/// How an adapter's failure is answered.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // The retry holding the claim answers; this request made no effect.
+            StoreError::ClaimLost => ApiError::RequestInProgress,
+            e => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<StripeFailure> for ApiError {
+    fn from(f: StripeFailure) -> Self {
+        match f {
+            StripeFailure::Card(message) => ApiError::PaymentFailed {
+                stripe_error: message,
+            },
+            StripeFailure::NotFound(_) => ApiError::NotFound("No such object.".into()),
+            StripeFailure::Refused(detail) => {
+                ApiError::internal(format!("Stripe refused a request: {detail}"))
+            }
+            StripeFailure::InvalidInput { param, message } => ApiError::invalid(param, message),
+            StripeFailure::Unavailable(detail) => ApiError::UpstreamUnavailable(detail),
+        }
+    }
+}
+
+impl From<InputError> for ApiError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Invalid { field, message } => ApiError::InvalidRequest { field, message },
+            InputError::Tier(tier) => ApiError::InvalidTier(tier),
+        }
+    }
 }
 
 impl From<Refusal> for ApiError {

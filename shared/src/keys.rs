@@ -3,7 +3,9 @@
 
 use crate::clock::{Clock, rfc3339};
 use crate::config::Stage;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, corrupt, sdk};
+use crate::tables::{Table, def};
+use aws_sdk_dynamodb::types::AttributeValue;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -208,6 +210,78 @@ pub async fn revoke(
             prefix: prefix.to_string(),
             count: many.len(),
         }),
+    }
+}
+
+/// The API-key adapter: the ApiKeys table.
+impl Store {
+    pub async fn api_key(&self, key_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.table(Table::ApiKeys))
+            .key("key_hash", AttributeValue::S(key_hash.to_string()))
+            .send()
+            .await
+            .map_err(sdk)?;
+        out.item
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .transpose()
+    }
+
+    pub async fn insert_api_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let item = serde_dynamo::to_item(record).map_err(corrupt)?;
+        self.client()
+            .put_item()
+            .table_name(self.table(Table::ApiKeys))
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(key_hash)")
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => {
+                    StoreError::ConditionFailed("an API key with this hash exists".into())
+                }
+                _ => sdk(e),
+            })?;
+        Ok(())
+    }
+
+    /// Every key of an account, oldest first (revoked ones included).
+    pub async fn api_keys_of(&self, account: &AccountId) -> Result<Vec<KeyRecord>, StoreError> {
+        let index = def(Table::ApiKeys).gsis[0].name;
+        let pages: Vec<_> = self
+            .client()
+            .query()
+            .table_name(self.table(Table::ApiKeys))
+            .index_name(index)
+            .key_condition_expression("account_id = :a")
+            .expression_attribute_values(":a", AttributeValue::S(account.to_string()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(sdk)?;
+        pages
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect()
+    }
+
+    /// Marks a key revoked; a key revoked earlier keeps its first revocation time.
+    pub async fn revoke_api_key(&self, key_hash: &str, at: &str) -> Result<(), StoreError> {
+        self.client()
+            .update_item()
+            .table_name(self.table(Table::ApiKeys))
+            .key("key_hash", AttributeValue::S(key_hash.to_string()))
+            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
+            .condition_expression("attribute_exists(key_hash)")
+            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
     }
 }
 

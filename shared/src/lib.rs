@@ -14,7 +14,6 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod http;
-pub mod idempotency;
 pub mod keys;
 pub mod lambda;
 pub mod ledger;
@@ -32,4 +31,6 @@ pub mod tables;
 pub mod telemetry;
 
 pub use error::ApiError;
+/// The Idempotency-Key layer, part of the HTTP plumbing ([`http::idempotency`]).
+pub use http::idempotency;
 pub use state::AppState;

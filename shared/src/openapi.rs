@@ -45,7 +45,7 @@ pub fn components() -> utoipa::openapi::Components {
 }
 
 /// The optional `Idempotency-Key` header of every POST, PUT and DELETE (see
-/// `crate::idempotency`).
+/// `crate::http::idempotency`).
 #[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Header)]
 pub struct IdempotencyKeyHeader {
@@ -73,19 +73,7 @@ pub enum PaidTier {
     Enterprise,
 }
 
-/// Stripe's subscription status, as Stripe reports it.
-#[derive(Debug, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    Active,
-    PastDue,
-    Canceled,
-    Incomplete,
-    IncompleteExpired,
-    Trialing,
-    Unpaid,
-    Paused,
-}
+pub use crate::subscriptions::SubscriptionStatus;
 
 /// A document (analysis) id: 1-128 characters of `A-Z a-z 0-9 . _ - :`.
 #[derive(Debug, ToSchema)]

@@ -17,7 +17,7 @@
 use crate::error::ApiError;
 use crate::events::{self, Event};
 use crate::state::AppState;
-use crate::subscriptions::{SubscriptionRecord, timestamp};
+use crate::subscriptions::{SubscriptionRecord, SubscriptionStatus, timestamp};
 use crate::sync;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +273,7 @@ async fn walk_events(
 /// How a plan reads in the drift table: `active pro to 2025-12-01T00:00:00Z`.
 fn describe(
     id: Option<&str>,
-    status: Option<&str>,
+    status: Option<SubscriptionStatus>,
     tier: Option<crate::catalog::Tier>,
     period_end: Option<i64>,
     cancel: bool,
@@ -283,7 +283,7 @@ fn describe(
     };
     format!(
         "{id} {} {}{}{}",
-        status.unwrap_or("?"),
+        status.map_or("?", SubscriptionStatus::as_str),
         tier.map(|t| t.as_str()).unwrap_or("?"),
         period_end
             .and_then(timestamp)
@@ -366,7 +366,7 @@ async fn reconcile_subject(
         .collect();
     let ours = describe(
         record.stripe_subscription_id.as_deref(),
-        record.status.as_deref(),
+        record.status,
         record.tier,
         record.current_period_end,
         record.cancel_at_period_end,
@@ -413,7 +413,7 @@ async fn reconcile_subject(
         ours,
         describe(
             Some(&current.id),
-            Some(&current.status),
+            Some(current.status),
             current.tier,
             current.current_period_end,
             current.cancel_at_period_end,

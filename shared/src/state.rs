@@ -1,7 +1,7 @@
 //! What every handler shares: configuration, the store, the key cache, Stripe and the
 //! clock. Built once per cold start.
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticates, Authenticator};
 use crate::aws::AwsEnv;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -18,6 +18,16 @@ pub struct AppState {
     pub stripe: StripeApi,
     pub stripe_keys: Arc<StripeKeys>,
     pub clock: Arc<dyn Clock>,
+}
+
+impl Authenticates for AppState {
+    fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    fn key_store(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// Why the state could not be built at cold start.

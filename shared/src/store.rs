@@ -1,8 +1,8 @@
 //! The DynamoDB adapter: the only module that builds requests to the SDK, so handlers
 //! never touch an `AttributeValue`.
 
-use crate::keys::{AccountId, KeyRecord};
-use crate::subscriptions::{SubscriptionRecord, SyncedState};
+use crate::stripe::SubscriptionSnapshot;
+use crate::subscriptions::SubscriptionRecord;
 use crate::tables::{Table, TableNames, def};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
@@ -14,6 +14,15 @@ pub type Item = HashMap<String, AttributeValue>;
 
 /// Sends of one BatchGetItem while it leaves keys unprocessed.
 const BATCH_READ_ATTEMPTS: u32 = 5;
+
+/// The fields a Stripe read sets on the item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncedState<'a> {
+    pub snapshot: &'a SubscriptionSnapshot,
+    pub synced_at_ms: i64,
+    /// `Some` to record a payment failure's message.
+    pub payment_error: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,18 +44,8 @@ pub enum StoreError {
     ClaimLost,
 }
 
-impl From<StoreError> for crate::ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            // The retry holding the claim answers; this request made no effect.
-            StoreError::ClaimLost => crate::ApiError::RequestInProgress,
-            e => crate::ApiError::internal(e),
-        }
-    }
-}
-
 /// Builds, for a decided outcome, the write that stores the request's answer in the same
-/// transaction as its effect (see [`crate::idempotency::IdempotencyKey::completion`]).
+/// transaction as its effect (see [`crate::http::idempotency::IdempotencyKey::completion`]).
 pub type AnswerWith<'a, T> = &'a (dyn Fn(&T) -> Result<TransactWriteItem, StoreError> + Sync);
 
 /// The adapters' error conversions (this module, the ledger, usage).
@@ -140,75 +139,6 @@ impl Store {
 
     pub(crate) fn table(&self, table: Table) -> &str {
         self.tables.get(table)
-    }
-
-    pub async fn api_key(&self, key_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(self.table(Table::ApiKeys))
-            .key("key_hash", AttributeValue::S(key_hash.to_string()))
-            .send()
-            .await
-            .map_err(sdk)?;
-        out.item
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .transpose()
-    }
-
-    pub async fn insert_api_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(record).map_err(corrupt)?;
-        self.client
-            .put_item()
-            .table_name(self.table(Table::ApiKeys))
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(key_hash)")
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_conditional_check_failed_exception() => {
-                    StoreError::ConditionFailed("an API key with this hash exists".into())
-                }
-                _ => sdk(e),
-            })?;
-        Ok(())
-    }
-
-    /// Every key of an account, oldest first (revoked ones included).
-    pub async fn api_keys_of(&self, account: &AccountId) -> Result<Vec<KeyRecord>, StoreError> {
-        let index = def(Table::ApiKeys).gsis[0].name;
-        let pages: Vec<_> = self
-            .client
-            .query()
-            .table_name(self.table(Table::ApiKeys))
-            .index_name(index)
-            .key_condition_expression("account_id = :a")
-            .expression_attribute_values(":a", AttributeValue::S(account.to_string()))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(sdk)?;
-        pages
-            .into_iter()
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .collect()
-    }
-
-    /// Marks a key revoked; a key revoked earlier keeps its first revocation time.
-    pub async fn revoke_api_key(&self, key_hash: &str, at: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(self.table(Table::ApiKeys))
-            .key("key_hash", AttributeValue::S(key_hash.to_string()))
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
-            .condition_expression("attribute_exists(key_hash)")
-            .expression_attribute_values(":at", AttributeValue::S(at.to_string()))
-            .send()
-            .await
-            .map_err(sdk)?;
-        Ok(())
     }
 
     /// Reads `keys` (each in its table) consistently in one BatchGetItem, re-asking for any
@@ -458,7 +388,7 @@ impl Store {
             (":sid".to_string(), AttributeValue::S(snap.id.clone())),
             (
                 ":status".to_string(),
-                AttributeValue::S(snap.status.clone()),
+                AttributeValue::S(snap.status.as_str().to_string()),
             ),
             (
                 ":cape".to_string(),
@@ -520,7 +450,7 @@ impl Store {
         if let Some(message) = &state.payment_error {
             values.insert(":perr".to_string(), AttributeValue::S(message.clone()));
             set.push("payment_error = :perr".to_string());
-        } else if snap.status == "active" || snap.status == "trialing" {
+        } else if snap.status.is_paid_up() {
             remove.push("payment_error");
         }
         let mut expression = format!("SET {}", set.join(", "));

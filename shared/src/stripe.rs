@@ -9,7 +9,7 @@
 //! parse into async-stripe's complete types.
 
 use crate::catalog::Tier;
-use crate::error::ApiError;
+use crate::subscriptions::SubscriptionStatus;
 use client::{ClientError, HttpClient};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -61,22 +61,6 @@ pub enum StripeFailure {
     /// Stripe did not answer, or answered 5xx / 429.
     #[error("Stripe unavailable: {0}")]
     Unavailable(String),
-}
-
-impl From<StripeFailure> for ApiError {
-    fn from(f: StripeFailure) -> Self {
-        match f {
-            StripeFailure::Card(message) => ApiError::PaymentFailed {
-                stripe_error: message,
-            },
-            StripeFailure::NotFound(_) => ApiError::NotFound("No such object.".into()),
-            StripeFailure::Refused(detail) => {
-                ApiError::internal(format!("Stripe refused a request: {detail}"))
-            }
-            StripeFailure::InvalidInput { param, message } => ApiError::invalid(param, message),
-            StripeFailure::Unavailable(detail) => ApiError::UpstreamUnavailable(detail),
-        }
-    }
 }
 
 /// Parameters whose values come straight from the API's callers, named as the API's own
@@ -311,7 +295,7 @@ pub enum CheckoutMode {
 pub struct SubscriptionSnapshot {
     pub id: String,
     pub customer_id: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub tier: Option<Tier>,
     pub item_id: Option<String>,
     pub price_id: Option<String>,
@@ -324,9 +308,9 @@ pub struct SubscriptionSnapshot {
 }
 
 impl SubscriptionSnapshot {
-    /// Whether the subscription has not ended (see [`crate::subscriptions::is_live_status`]).
+    /// Whether the subscription has not ended ([`SubscriptionStatus::is_live`]).
     pub fn is_live(&self) -> bool {
-        crate::subscriptions::is_live_status(&self.status)
+        self.status.is_live()
     }
 }
 
@@ -347,15 +331,24 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
-impl From<wire::Subscription> for SubscriptionSnapshot {
-    fn from(s: wire::Subscription) -> Self {
+impl TryFrom<wire::Subscription> for SubscriptionSnapshot {
+    type Error = StripeFailure;
+
+    /// A status outside Stripe's documented set is refused, never guessed at.
+    fn try_from(s: wire::Subscription) -> Result<Self, StripeFailure> {
+        let status = SubscriptionStatus::parse(&s.status).ok_or_else(|| {
+            StripeFailure::Refused(format!(
+                "subscription {}: unknown status `{}`",
+                s.id, s.status
+            ))
+        })?;
         // Current API: the billing period lives on the subscription items.
         let item = s.items.data.into_iter().next();
         let price_id = item.as_ref().map(|i| i.price.id.clone());
-        Self {
+        Ok(Self {
             id: s.id,
             customer_id: s.customer,
-            status: s.status,
+            status,
             tier: price_id.as_deref().and_then(Tier::from_price_id),
             item_id: item.as_ref().map(|i| i.id.clone()),
             price_id,
@@ -365,7 +358,7 @@ impl From<wire::Subscription> for SubscriptionSnapshot {
             created: s.created,
             metadata: s.metadata.unwrap_or_default(),
             default_payment_method: s.default_payment_method,
-        }
+        })
     }
 }
 
@@ -504,7 +497,7 @@ impl StripeApi {
             .items(vec![item])
             .metadata(metadata)
             .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
     }
 
     pub async fn subscription(&self, id: &str) -> Result<SubscriptionSnapshot, StripeFailure> {
@@ -514,7 +507,7 @@ impl StripeApi {
             None,
             wire::Subscription
         )?
-        .into())
+        .try_into()?)
     }
 
     pub async fn set_cancel_at_period_end(
@@ -524,7 +517,7 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let request = UpdateSubscription::new(id).cancel_at_period_end(cancel);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
     }
 
     /// What changing the subscription's item to `price_id` now would prorate, in cents
@@ -586,7 +579,7 @@ impl StripeApi {
             .metadata(metadata)
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.into())
+        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
     }
 
     /// Why an invoice's last payment attempt failed, in Stripe's words ("Your card was
@@ -656,7 +649,7 @@ impl StripeApi {
                 "more than 100 subscriptions; the oldest were not read"
             );
         }
-        Ok(list.data.into_iter().map(Into::into).collect())
+        list.data.into_iter().map(TryInto::try_into).collect()
     }
 
     /// Makes `payment_method` (attached to the customer) its default for invoices and

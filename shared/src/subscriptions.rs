@@ -8,7 +8,6 @@
 
 use crate::catalog::Tier;
 use crate::clock::rfc3339;
-use crate::stripe::SubscriptionSnapshot;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -43,7 +42,7 @@ pub struct SubscriptionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<SubscriptionStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_period_start: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,18 +58,76 @@ pub struct SubscriptionRecord {
     pub synced_at_ms: Option<i64>,
 }
 
-/// Stripe statuses in which the subject is subscribed (and may not start a second plan).
-pub fn is_live_status(status: &str) -> bool {
-    matches!(
-        status,
-        "active" | "trialing" | "past_due" | "incomplete" | "unpaid" | "paused"
-    )
+/// Stripe's subscription status, as Stripe reports it (its documented set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    Active,
+    PastDue,
+    Canceled,
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Unpaid,
+    Paused,
 }
 
-/// Statuses in which a paid plan grants access: active and trialing, and past_due while
-/// Stripe retries the payment (access ends when Stripe gives up and cancels).
-pub fn status_grants_access(status: &str) -> bool {
-    matches!(status, "active" | "trialing" | "past_due")
+impl SubscriptionStatus {
+    pub const ALL: [SubscriptionStatus; 8] = [
+        SubscriptionStatus::Active,
+        SubscriptionStatus::PastDue,
+        SubscriptionStatus::Canceled,
+        SubscriptionStatus::Incomplete,
+        SubscriptionStatus::IncompleteExpired,
+        SubscriptionStatus::Trialing,
+        SubscriptionStatus::Unpaid,
+        SubscriptionStatus::Paused,
+    ];
+
+    /// Stripe's name of the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::PastDue => "past_due",
+            SubscriptionStatus::Canceled => "canceled",
+            SubscriptionStatus::Incomplete => "incomplete",
+            SubscriptionStatus::IncompleteExpired => "incomplete_expired",
+            SubscriptionStatus::Trialing => "trialing",
+            SubscriptionStatus::Unpaid => "unpaid",
+            SubscriptionStatus::Paused => "paused",
+        }
+    }
+
+    /// The status Stripe names `name`; `None` outside Stripe's set.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the subject is subscribed (and may not start a second plan): every status but
+    /// the two that end a subscription for good.
+    pub fn is_live(self) -> bool {
+        !matches!(
+            self,
+            SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired
+        )
+    }
+
+    /// Whether a paid plan in this status grants access: active and trialing, and past_due
+    /// while Stripe retries the payment (access ends when Stripe gives up and cancels).
+    pub fn grants_access(self) -> bool {
+        matches!(
+            self,
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
+        )
+    }
+
+    /// Whether the first payment went through (a payment error is then behind us).
+    pub fn is_paid_up(self) -> bool {
+        matches!(
+            self,
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing
+        )
+    }
 }
 
 impl SubscriptionRecord {
@@ -79,7 +136,7 @@ impl SubscriptionRecord {
     /// a renewal would have brought a newer period — so access fails closed, whatever the
     /// stored status, until a sync with Stripe says otherwise.
     pub fn grants_access_at(&self, now: i64, grace_secs: i64) -> bool {
-        self.status.as_deref().is_some_and(status_grants_access)
+        self.status.is_some_and(SubscriptionStatus::grants_access)
             && self
                 .current_period_end
                 .is_some_and(|end| now < end.saturating_add(grace_secs))
@@ -93,15 +150,6 @@ impl SubscriptionRecord {
     }
 }
 
-/// The fields a Stripe read sets on the item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SyncedState<'a> {
-    pub snapshot: &'a SubscriptionSnapshot,
-    pub synced_at_ms: i64,
-    /// `Some` to record a payment failure's message.
-    pub payment_error: Option<String>,
-}
-
 /// `GET /v1/subscriptions`: the spec's object, every key.
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[schema(example = json!({"subscription_id": "sub_1abc123xyz", "status": "active", "tier": "pro",
@@ -111,8 +159,7 @@ pub struct SyncedState<'a> {
 pub struct SubscriptionView {
     #[schema(example = "sub_1abc123xyz")]
     pub subscription_id: String,
-    #[schema(value_type = crate::openapi::SubscriptionStatus)]
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub tier: Tier,
     #[schema(required = true, format = DateTime)]
     pub current_period_start: Option<String>,
@@ -145,7 +192,7 @@ impl SubscriptionView {
         let tier = record.tier.unwrap_or(Tier::Free);
         Some(Self {
             subscription_id: id,
-            status: record.status.clone().unwrap_or_else(|| "incomplete".into()),
+            status: record.status.unwrap_or(SubscriptionStatus::Incomplete),
             tier,
             current_period_start: record.current_period_start.and_then(timestamp),
             current_period_end: record.current_period_end.and_then(timestamp),
@@ -170,7 +217,7 @@ mod tests {
             stripe_subscription_id: Some("sub_1".into()),
             stripe_item_id: Some("si_1".into()),
             tier: Some(Tier::Enterprise),
-            status: Some(status.into()),
+            status: Some(crate::subscriptions::SubscriptionStatus::parse(status).unwrap()),
             current_period_start: Some(1_761_955_200),
             current_period_end: Some(1_764_547_200),
             cancel_at_period_end: false,

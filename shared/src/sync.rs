@@ -14,8 +14,9 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::SyncedState;
 use crate::stripe::{SessionEnd, SubscriptionSnapshot};
-use crate::subscriptions::{SubscriptionRecord, SyncedState};
+use crate::subscriptions::SubscriptionRecord;
 use std::future::Future;
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ impl SubjectSync {
 pub fn reflects(record: &SubscriptionRecord, snapshot: &SubscriptionSnapshot) -> bool {
     record.stripe_subscription_id.as_deref() == Some(snapshot.id.as_str())
         && record.tier == snapshot.tier
-        && record.status.as_deref() == Some(snapshot.status.as_str())
+        && record.status == Some(snapshot.status)
         && record.current_period_start == snapshot.current_period_start
         && record.current_period_end == snapshot.current_period_end
         && record.cancel_at_period_end == snapshot.cancel_at_period_end
@@ -207,7 +208,7 @@ mod tests {
         SubscriptionSnapshot {
             id: id.into(),
             customer_id: "cus_1".into(),
-            status: status.into(),
+            status: crate::subscriptions::SubscriptionStatus::parse(status).unwrap(),
             tier: None,
             item_id: None,
             price_id: None,

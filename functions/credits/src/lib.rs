@@ -79,7 +79,7 @@ async fn packs(_: Account) -> Json<Vec<PackView>> {
 fn user(raw: Option<&str>) -> Result<ExternalUserId, ApiError> {
     let raw = raw
         .ok_or_else(|| ApiError::invalid("external_user_id", "`external_user_id` is required."))?;
-    ExternalUserId::parse("external_user_id", raw)
+    Ok(ExternalUserId::parse("external_user_id", raw)?)
 }
 
 fn ledger_key(account: &Account, user: &ExternalUserId) -> LedgerKey {

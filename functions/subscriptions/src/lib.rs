@@ -144,8 +144,7 @@ struct CreateBody {
 #[schema(as = CreatedSubscription)]
 struct Created {
     subscription_id: String,
-    #[schema(value_type = SubscriptionStatus)]
-    status: String,
+    status: SubscriptionStatus,
     #[schema(required = true)]
     tier: Option<Tier>,
     #[schema(required = true, format = DateTime)]
@@ -267,7 +266,7 @@ async fn create(
     let snapshot = created?;
     Ok(Json(Created {
         subscription_id: snapshot.id.clone(),
-        status: snapshot.status.clone(),
+        status: snapshot.status,
         tier: snapshot.tier,
         current_period_start: snapshot.current_period_start.and_then(timestamp),
         current_period_end: snapshot.current_period_end.and_then(timestamp),
@@ -383,8 +382,7 @@ fn ended(id: &str) -> ApiError {
 #[schema(as = CancellationState)]
 struct CancelState {
     subscription_id: String,
-    #[schema(value_type = SubscriptionStatus)]
-    status: String,
+    status: SubscriptionStatus,
     cancel_at_period_end: bool,
     #[schema(required = true, format = DateTime)]
     current_period_end: Option<String>,
@@ -393,14 +391,14 @@ struct CancelState {
 
 fn cancel_state(
     id: &str,
-    status: &str,
+    status: SubscriptionStatus,
     cancel_at_period_end: bool,
     period_end: Option<i64>,
     message: String,
 ) -> Json<CancelState> {
     Json(CancelState {
         subscription_id: id.to_string(),
-        status: status.to_string(),
+        status,
         cancel_at_period_end,
         current_period_end: period_end.and_then(timestamp),
         message,
@@ -515,7 +513,7 @@ async fn set_cancel_at_period_end(
     } else if current.cancel_at_period_end == cancel {
         Some(Ok(cancel_state(
             id,
-            &current.status,
+            current.status,
             cancel,
             current.current_period_end,
             message(current.current_period_end, false),
@@ -536,7 +534,7 @@ async fn set_cancel_at_period_end(
     record(state, account.id.as_str(), &r.subject, &snap, sent).await?;
     Ok(cancel_state(
         id,
-        &snap.status,
+        snap.status,
         snap.cancel_at_period_end,
         snap.current_period_end,
         message(snap.current_period_end, true),
@@ -555,8 +553,7 @@ struct UpgradeBody {
 #[schema(as = UpgradedSubscription)]
 struct Upgraded {
     subscription_id: String,
-    #[schema(value_type = SubscriptionStatus)]
-    status: String,
+    status: SubscriptionStatus,
     tier: Tier,
     #[schema(required = true)]
     previous_tier: Option<Tier>,
@@ -720,7 +717,7 @@ fn upgraded(
     };
     Json(Upgraded {
         subscription_id: snap.id.clone(),
-        status: snap.status.clone(),
+        status: snap.status,
         tier: new_tier,
         previous_tier: previous,
         proration_amount: dollars_number(proration_cents),

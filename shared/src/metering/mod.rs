@@ -284,7 +284,7 @@ mod tests {
             stripe_subscription_id: Some("sub_1".into()),
             stripe_item_id: None,
             tier: Some(tier),
-            status: Some(status.into()),
+            status: Some(crate::subscriptions::SubscriptionStatus::parse(status).unwrap()),
             current_period_start: Some(1_000),
             current_period_end: Some(2_000),
             cancel_at_period_end: false,

@@ -14,8 +14,9 @@ use shared::ledger::{
 use shared::metering::store::Consumed;
 use shared::metering::{AnalysisSource, UsageKey, subscription_period_key};
 use shared::store::Store;
+use shared::store::SyncedState;
 use shared::stripe::SubscriptionSnapshot;
-use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, PURPOSE_CREDIT_PACK, SyncedState};
+use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, PURPOSE_CREDIT_PACK, SubscriptionStatus};
 use shared::tables::TableNames;
 use std::collections::HashMap;
 
@@ -66,7 +67,7 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
     let snapshot = SubscriptionSnapshot {
         id: SUBSCRIPTION.into(),
         customer_id: CUSTOMER.into(),
-        status: "active".into(),
+        status: SubscriptionStatus::Active,
         tier: Some(Tier::Pro),
         item_id: Some("si_bench".into()),
         price_id: Tier::Pro.info().stripe_price_id.map(str::to_string),

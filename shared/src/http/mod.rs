@@ -2,6 +2,8 @@
 //! extractor that answers in the spec's error format, the 404/405 fallbacks, request ids
 //! and request spans.
 
+pub mod idempotency;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
@@ -100,7 +102,7 @@ impl ApiRouter {
         self.router
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
-                crate::idempotency::middleware,
+                idempotency::middleware,
             ))
             .route_layer(axum::middleware::from_fn(stripe_budget))
             .fallback(route_not_found)
