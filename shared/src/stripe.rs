@@ -497,17 +497,17 @@ impl StripeApi {
             .items(vec![item])
             .metadata(metadata)
             .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
+        send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()
     }
 
     pub async fn subscription(&self, id: &str) -> Result<SubscriptionSnapshot, StripeFailure> {
-        Ok(send!(
+        send!(
             self,
             RetrieveSubscription::new(id),
             None,
             wire::Subscription
         )?
-        .try_into()?)
+        .try_into()
     }
 
     pub async fn set_cancel_at_period_end(
@@ -517,7 +517,7 @@ impl StripeApi {
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let request = UpdateSubscription::new(id).cancel_at_period_end(cancel);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
+        send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()
     }
 
     /// What changing the subscription's item to `price_id` now would prorate, in cents
@@ -579,7 +579,7 @@ impl StripeApi {
             .metadata(metadata)
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
-        Ok(send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()?)
+        send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()
     }
 
     /// Why an invoice's last payment attempt failed, in Stripe's words ("Your card was
