@@ -4,9 +4,9 @@ use crate::ApiError;
 use crate::domain::Subject;
 use crate::keys::AccountId;
 use crate::state::AppState;
-use crate::subscriptions::{META_ACCOUNT, META_SUBJECT, SubscriptionRecord};
+use crate::stripe::checkout::Owner;
+use crate::subscriptions::SubscriptionRecord;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 /// The Stripe customer of `subject`, creating it if it has none. `existing` is the subject's
 /// plan item as the caller has just read it (callers read it anyway; this saves a second
@@ -21,15 +21,15 @@ pub async fn ensure_customer(
     if let Some(record) = existing {
         return Ok(record.stripe_customer_id);
     }
-    let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), account.to_string()),
-        (META_SUBJECT.to_string(), key.clone()),
-    ]);
+    let owner = Owner {
+        account_id: account.to_string(),
+        subject: key.clone(),
+    };
     let idempotency = hex::encode(Sha256::digest(format!(
         "customer:{}:{key}",
         account.as_str()
     )));
-    let created = state.stripe.create_customer(metadata, &idempotency).await?;
+    let created = state.stripe.create_customer(&owner, &idempotency).await?;
     Ok(state
         .store
         .attach_customer(account.as_str(), &key, &created)

@@ -8,6 +8,7 @@ use crate::metering::Meter;
 use crate::metering::rules::Refusal;
 use crate::store::StoreError;
 use crate::stripe::StripeFailure;
+use crate::stripe::webhook::SignatureError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -79,6 +80,15 @@ impl From<StripeFailure> for ApiError {
             }
             StripeFailure::InvalidInput { param, message } => ApiError::invalid(param, message),
             StripeFailure::Unavailable(detail) => ApiError::UpstreamUnavailable(detail),
+        }
+    }
+}
+
+impl From<SignatureError> for ApiError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::BadSecret => ApiError::internal(e),
+            e => ApiError::InvalidSignature(e.to_string()),
         }
     }
 }

@@ -10,38 +10,14 @@
 //! - a Checkout that expired or whose delayed payment failed closes its pending purchase;
 //! - anything else is acknowledged and ignored.
 
-use crate::catalog::{PackType, REPORT};
-use crate::domain::Subject;
+use crate::catalog::REPORT;
 use crate::error::ApiError;
 use crate::ledger::{CreditKind, Grant, GrantOutcome, LedgerKey, Purchase, PurchaseStatus};
 use crate::state::AppState;
-use crate::subscriptions::{
-    META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, PURPOSE_REPORT,
-};
+use crate::stripe::checkout::{NotAnOrder, Order, Purpose};
+pub use crate::stripe::webhook::Event;
+use crate::stripe::webhook::SessionView;
 use crate::sync::{SubjectSync, sync_subject};
-use serde_json::Value;
-
-/// A Stripe event, reduced to what we read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Event {
-    pub id: String,
-    pub type_: String,
-    /// When Stripe created the event (unix s): when what it reports happened.
-    pub created: i64,
-    pub object: Value,
-}
-
-impl Event {
-    /// Reads an event as Stripe sends it (webhook body or `GET /v1/events` item).
-    pub fn from_json(value: &Value) -> Option<Self> {
-        Some(Self {
-            id: value.get("id")?.as_str()?.to_string(),
-            type_: value.get("type")?.as_str()?.to_string(),
-            created: value.get("created").and_then(Value::as_i64).unwrap_or(0),
-            object: value.get("data")?.get("object")?.clone(),
-        })
-    }
-}
 
 /// What applying an event did.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,22 +47,9 @@ pub enum Effect {
     Ignored(&'static str),
 }
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_str)
-}
-
-/// An id field that Stripe sends as an id, or as the object when expanded.
-fn id_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    let field = v.get(key)?;
-    field.as_str().or_else(|| str_at(field, &["id"]))
-}
-
 /// Applies `event`. A Stripe object that no longer exists is `ApiError::NotFound`: the
 /// webhook acknowledges it (a retry cannot bring it back) and the reconciler reports it.
 pub async fn apply(state: &AppState, event: &Event) -> Result<Effect, ApiError> {
-    let object = &event.object;
     match event.type_.as_str() {
         "customer.subscription.created"
         | "customer.subscription.updated"
@@ -94,11 +57,11 @@ pub async fn apply(state: &AppState, event: &Event) -> Result<Effect, ApiError> 
         | "customer.subscription.paused"
         | "customer.subscription.resumed"
         | "invoice.payment_succeeded"
-        | "invoice.paid" => sync_customer_of(state, object, None).await,
+        | "invoice.paid" => sync_customer_of(state, event, None).await,
         "invoice.payment_failed" => {
             // The failure's message is a courtesy: when it cannot be read, the state change
             // still lands (a 5xx here would hold `past_due` back for Stripe's retries).
-            let message = match str_at(object, &["id"]) {
+            let message = match event.object.get("id").and_then(|id| id.as_str()) {
                 Some(invoice) => state
                     .stripe
                     .invoice_payment_error(invoice)
@@ -110,9 +73,9 @@ pub async fn apply(state: &AppState, event: &Event) -> Result<Effect, ApiError> 
                 None => None,
             };
             let message = message.unwrap_or_else(|| "The payment failed.".into());
-            sync_customer_of(state, object, Some(message)).await
+            sync_customer_of(state, event, Some(message)).await
         }
-        "checkout.session.completed" => match str_at(object, &["mode"]) {
+        "checkout.session.completed" => match event.session().and_then(|s| s.mode).as_deref() {
             Some("subscription") => subscription_checkout_completed(state, event).await,
             Some("payment") => grant_purchase(state, event).await,
             _ => Ok(Effect::Ignored("a Checkout mode we do not sell")),
@@ -131,15 +94,11 @@ pub async fn apply(state: &AppState, event: &Event) -> Result<Effect, ApiError> 
 /// it, else from the customer's item.
 async fn owner_of(
     state: &AppState,
-    object: &Value,
+    event: &Event,
     customer: &str,
 ) -> Result<Option<(String, String)>, ApiError> {
-    if let (Some(account), Some(subject)) = (
-        str_at(object, &["metadata", META_ACCOUNT]),
-        str_at(object, &["metadata", META_SUBJECT]),
-    ) && Subject::is_key(subject)
-    {
-        return Ok(Some((account.to_string(), subject.to_string())));
+    if let Some(owner) = event.owner() {
+        return Ok(Some((owner.account_id, owner.subject)));
     }
     Ok(state
         .store
@@ -152,13 +111,14 @@ async fn owner_of(
 /// Checkout Session) names.
 async fn sync_customer_of(
     state: &AppState,
-    object: &Value,
+    event: &Event,
     payment_error: Option<String>,
 ) -> Result<Effect, ApiError> {
-    let Some(customer) = id_at(object, "customer") else {
+    let Some(customer) = event.customer() else {
         return Ok(Effect::Ignored("no customer"));
     };
-    let Some((account, subject)) = owner_of(state, object, customer).await? else {
+    let customer = customer.as_str();
+    let Some((account, subject)) = owner_of(state, event, customer).await? else {
         tracing::warn!(customer, "an object of a customer no account owns; ignored");
         return Ok(Effect::Ignored("a customer no account owns"));
     };
@@ -183,14 +143,17 @@ async fn subscription_checkout_completed(
     state: &AppState,
     event: &Event,
 ) -> Result<Effect, ApiError> {
-    let effect = sync_customer_of(state, &event.object, None).await?;
-    let (Some(customer), Some(subscription), Some(session)) = (
-        id_at(&event.object, "customer"),
-        id_at(&event.object, "subscription"),
-        str_at(&event.object, &["id"]),
-    ) else {
+    let effect = sync_customer_of(state, event, None).await?;
+    let Some(SessionView {
+        id: session,
+        customer: Some(customer),
+        subscription: Some(subscription),
+        ..
+    }) = event.session()
+    else {
         return Ok(effect);
     };
+    let (customer, subscription) = (customer.as_str(), subscription.as_str());
     let card = match &effect {
         Effect::Synced { sync, .. } => sync
             .subscriptions
@@ -228,27 +191,22 @@ async fn subscription_checkout_completed(
 /// paid session whose credits were never granted, or an unpaid one whose purchase is still
 /// pending. `None` when our copy already reflects the event (or it is not such an event).
 pub async fn missing_effect(state: &AppState, event: &Event) -> Result<Option<String>, ApiError> {
-    let object = &event.object;
-    if str_at(object, &["mode"]) != Some("payment") {
-        return Ok(None);
-    }
-    let Some(owner) = session_owner(object) else {
+    let Some(session) = event.session().filter(SessionView::is_payment) else {
         return Ok(None);
     };
-    let purpose = str_at(object, &["metadata", META_PURPOSE]);
+    let Ok(order) = &session.order else {
+        return Ok(None);
+    };
+    let owner = SessionOwner::of(&session, order);
     match event.type_.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded"
-            if str_at(object, &["payment_status"]) == Some("paid")
-                && matches!(purpose, Some(PURPOSE_REPORT | PURPOSE_CREDIT_PACK)) =>
+            if session.paid && grant_of(order, &session.id, 0, &owner).is_some() =>
         {
-            let granted = state
-                .store
-                .ledger_granted(&owner.key, owner.session)
-                .await?;
+            let granted = state.store.ledger_granted(&owner.key, &session.id).await?;
             Ok((!granted).then(|| "paid, never granted".to_string()))
         }
         "checkout.session.expired" | "checkout.session.async_payment_failed"
-            if purpose == Some(PURPOSE_CREDIT_PACK) =>
+            if matches!(order.purpose, Purpose::CreditPack(_)) =>
         {
             let status = state
                 .store
@@ -265,46 +223,84 @@ pub async fn missing_effect(state: &AppState, event: &Event) -> Result<Option<St
     }
 }
 
-/// The account, subject and purchase item a one-time Checkout Session is for.
-struct SessionOwner<'a> {
-    session: &'a str,
+/// The ledger and purchase item a one-time Checkout Session is for.
+struct SessionOwner {
     key: LedgerKey,
     purchase_sk: String,
 }
 
-fn session_owner(object: &Value) -> Option<SessionOwner<'_>> {
-    let session = str_at(object, &["id"])?;
-    let account = str_at(object, &["metadata", META_ACCOUNT])?;
-    let subject = str_at(object, &["metadata", META_SUBJECT])?;
-    if !Subject::is_key(subject) {
-        tracing::warn!(session, "a session with an unusable subject; ignored");
-        return None;
+impl SessionOwner {
+    fn of(session: &SessionView, order: &Order) -> Self {
+        Self {
+            key: LedgerKey {
+                account_id: order.owner.account_id.clone(),
+                subject: order.owner.subject.clone(),
+            },
+            // The purchase of a credit pack is derived from its session (see the credits
+            // function).
+            purchase_sk: Purchase::sort_key_of(
+                session.created,
+                &Purchase::id_for_session(&session.id),
+            ),
+        }
     }
-    // The purchase of a credit pack is derived from its session (see the credits function).
-    let created = object
-        .get("created")
-        .and_then(Value::as_i64)
-        .unwrap_or_default();
-    Some(SessionOwner {
-        session,
-        key: LedgerKey {
-            account_id: account.to_string(),
-            subject: subject.to_string(),
-        },
-        purchase_sk: Purchase::sort_key_of(created, &Purchase::id_for_session(session)),
-    })
+}
+
+/// The grant a paid one-time order makes: the report's analysis credit (expiring
+/// `REPORT.valid_days` after `paid_at`) or a pack's document credits (completing its
+/// purchase); `None` for what is not sold that way.
+fn grant_of<'a>(
+    order: &Order,
+    session: &'a str,
+    paid_at: i64,
+    owner: &'a SessionOwner,
+) -> Option<Grant<'a>> {
+    match order.purpose {
+        Purpose::Report => Some(Grant {
+            source_id: session,
+            kind: CreditKind::Analysis,
+            credits: i64::from(REPORT.credits),
+            reason: order.purpose.name(),
+            expires_at: Some(paid_at + i64::from(REPORT.valid_days) * 86_400),
+            purchase_sk: None,
+        }),
+        Purpose::CreditPack(pack) => Some(Grant {
+            source_id: session,
+            kind: CreditKind::Document,
+            credits: i64::from(pack.pack().credits),
+            reason: order.purpose.name(),
+            expires_at: None,
+            purchase_sk: Some(&owner.purchase_sk),
+        }),
+        Purpose::Subscription(_) => None,
+    }
+}
+
+/// What an event about a session whose metadata is not an order of ours did: nothing.
+fn ignored(session: &SessionView, why: &NotAnOrder) -> Effect {
+    match why {
+        NotAnOrder::NoOwner => Effect::Ignored("a session without our metadata"),
+        NotAnOrder::Unknown { key, found } => {
+            tracing::warn!(session = %session.id, key, ?found, "a paid session of something we do not sell; ignored");
+            Effect::Ignored("a purpose we do not sell")
+        }
+    }
 }
 
 /// A paid one-time Checkout (a credit pack or the $29 report): its credits, granted once,
 /// keyed by the session id; a pack's pending purchase is completed in the same transaction.
 async fn grant_purchase(state: &AppState, event: &Event) -> Result<Effect, ApiError> {
-    let object = &event.object;
-    if str_at(object, &["payment_status"]) != Some("paid") {
+    let Some(session) = event.session() else {
+        return Ok(Effect::Ignored("not a Checkout Session"));
+    };
+    if !session.paid {
         return Ok(Effect::Ignored("an unpaid session"));
     }
-    let Some(owner) = session_owner(object) else {
-        return Ok(Effect::Ignored("a session without our metadata"));
+    let order = match &session.order {
+        Ok(order) => order,
+        Err(why) => return Ok(ignored(&session, why)),
     };
+    let owner = SessionOwner::of(&session, order);
     let now = state.clock.now().unix_timestamp();
     // The customer paid when Stripe emitted the event; a late delivery does not move that.
     let paid_at = if event.created > 0 {
@@ -312,40 +308,12 @@ async fn grant_purchase(state: &AppState, event: &Event) -> Result<Effect, ApiEr
     } else {
         now
     };
-    let grant = match str_at(object, &["metadata", META_PURPOSE]) {
-        Some(PURPOSE_REPORT) => Grant {
-            source_id: owner.session,
-            kind: CreditKind::Analysis,
-            credits: i64::from(REPORT.credits),
-            reason: PURPOSE_REPORT,
-            expires_at: Some(paid_at + i64::from(REPORT.valid_days) * 86_400),
-            purchase_sk: None,
-        },
-        Some(PURPOSE_CREDIT_PACK) => {
-            let pack = str_at(object, &["metadata", META_PACK_TYPE])
-                .and_then(PackType::parse)
-                .map(PackType::pack);
-            let Some(pack) = pack else {
-                tracing::warn!(
-                    session = owner.session,
-                    "paid credit-pack session of an unknown pack; ignored"
-                );
-                return Ok(Effect::Ignored("an unknown pack"));
-            };
-            Grant {
-                source_id: owner.session,
-                kind: CreditKind::Document,
-                credits: i64::from(pack.credits),
-                reason: PURPOSE_CREDIT_PACK,
-                expires_at: None,
-                purchase_sk: Some(&owner.purchase_sk),
-            }
-        }
-        _ => return Ok(Effect::Ignored("a purpose we do not sell")),
+    let Some(grant) = grant_of(order, &session.id, paid_at, &owner) else {
+        return Ok(Effect::Ignored("a purpose we do not sell"));
     };
     let outcome = state.store.ledger_grant(&owner.key, &grant, now).await?;
     tracing::info!(
-        session = owner.session,
+        session = %session.id,
         reason = grant.reason,
         ?outcome,
         "credits granted"
@@ -353,7 +321,7 @@ async fn grant_purchase(state: &AppState, event: &Event) -> Result<Effect, ApiEr
     Ok(Effect::Granted {
         account: owner.key.account_id.clone(),
         subject: owner.key.subject.clone(),
-        session: owner.session.to_string(),
+        session: session.id.clone(),
         new: matches!(outcome, GrantOutcome::Granted { .. }),
     })
 }
@@ -365,22 +333,22 @@ async fn close_purchase(
     event: &Event,
     status: PurchaseStatus,
 ) -> Result<Effect, ApiError> {
-    let object = &event.object;
-    if str_at(object, &["mode"]) != Some("payment")
-        || str_at(object, &["metadata", META_PURPOSE]) != Some(PURPOSE_CREDIT_PACK)
-    {
+    let Some(session) = event.session().filter(SessionView::is_payment) else {
         return Ok(Effect::Ignored("not a credit-pack purchase"));
-    }
-    let Some(owner) = session_owner(object) else {
-        return Ok(Effect::Ignored("a session without our metadata"));
     };
+    let order = match &session.order {
+        Ok(order) if matches!(order.purpose, Purpose::CreditPack(_)) => order,
+        Ok(_) => return Ok(Effect::Ignored("not a credit-pack purchase")),
+        Err(why) => return Ok(ignored(&session, why)),
+    };
+    let owner = SessionOwner::of(&session, order);
     let now = state.clock.now().unix_timestamp();
     let changed = state
         .store
-        .close_purchase(&owner.key, &owner.purchase_sk, owner.session, status, now)
+        .close_purchase(&owner.key, &owner.purchase_sk, &session.id, status, now)
         .await?;
     tracing::info!(
-        session = owner.session,
+        session = %session.id,
         status = status.as_str(),
         changed,
         "purchase closed"
@@ -388,7 +356,7 @@ async fn close_purchase(
     Ok(Effect::PurchaseClosed {
         account: owner.key.account_id.clone(),
         subject: owner.key.subject.clone(),
-        session: owner.session.to_string(),
+        session: session.id.clone(),
         status,
         changed,
     })

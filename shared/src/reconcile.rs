@@ -217,16 +217,17 @@ async fn walk_events(
                 continue;
             };
             let session = event.object["id"].as_str().unwrap_or_default().to_string();
-            let meta = |k: &str| {
-                event.object["metadata"][k]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let owner = event.owner();
             let drift = |kind, ours: String, action: String| Drift {
                 kind,
-                account: meta(crate::subscriptions::META_ACCOUNT),
-                subject: meta(crate::subscriptions::META_SUBJECT),
+                account: owner
+                    .as_ref()
+                    .map(|o| o.account_id.clone())
+                    .unwrap_or_default(),
+                subject: owner
+                    .as_ref()
+                    .map(|o| o.subject.clone())
+                    .unwrap_or_default(),
                 object: session.clone(),
                 ours,
                 stripe: event.type_.clone(),

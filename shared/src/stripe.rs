@@ -10,6 +10,7 @@
 
 use crate::catalog::Tier;
 use crate::subscriptions::SubscriptionStatus;
+use checkout::{Order, Owner, PriceChange};
 use client::{ClientError, HttpClient};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,7 +37,9 @@ use stripe_core::customer::{
 use stripe_core::event::ListEvent;
 use stripe_shared::CheckoutSessionMode;
 
+pub mod checkout;
 mod client;
+pub mod webhook;
 pub use client::{MIN_CALL, with_budget};
 
 /// The API's route for Stripe's webhook deliveries.
@@ -281,7 +284,8 @@ pub struct CheckoutRequest<'a> {
     pub success_url: &'a str,
     pub cancel_url: &'a str,
     pub client_reference_id: &'a str,
-    pub metadata: HashMap<String, String>,
+    /// What the session buys, for whom: its metadata (and its subscription's or payment's).
+    pub order: &'a Order,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,10 +397,10 @@ impl StripeApi {
 
     pub async fn create_customer(
         &self,
-        metadata: HashMap<String, String>,
+        owner: &Owner,
         idempotency_key: &str,
     ) -> Result<String, StripeFailure> {
-        let request = CreateCustomer::new().metadata(metadata);
+        let request = CreateCustomer::new().metadata(owner.to_metadata());
         Ok(send!(self, request, Some(idempotency_key), wire::Object)?.id)
     }
 
@@ -432,18 +436,18 @@ impl StripeApi {
             .success_url(r.success_url)
             .cancel_url(r.cancel_url)
             .client_reference_id(r.client_reference_id)
-            .metadata(r.metadata.clone());
+            .metadata(r.order.to_metadata());
         request = match r.mode {
             CheckoutMode::Subscription => {
                 let mut data = CreateCheckoutSessionSubscriptionData::new();
-                data.metadata = Some(r.metadata.clone());
+                data.metadata = Some(r.order.to_metadata());
                 request
                     .mode(CheckoutSessionMode::Subscription)
                     .subscription_data(data)
             }
             CheckoutMode::Payment => {
                 let mut data = CreateCheckoutSessionPaymentIntentData::new();
-                data.metadata = Some(r.metadata.clone());
+                data.metadata = Some(r.order.to_metadata());
                 request
                     .mode(CheckoutSessionMode::Payment)
                     .payment_intent_data(data)
@@ -483,7 +487,7 @@ impl StripeApi {
         customer_id: &str,
         price_id: &str,
         payment_method: Option<&str>,
-        metadata: HashMap<String, String>,
+        order: &Order,
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let mut item = CreateSubscriptionItems::new();
@@ -495,7 +499,7 @@ impl StripeApi {
         let request = request
             .customer(customer_id)
             .items(vec![item])
-            .metadata(metadata)
+            .metadata(order.to_metadata())
             .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete);
         send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()
     }
@@ -556,15 +560,15 @@ impl StripeApi {
             .sum())
     }
 
-    /// Moves the subscription's item to `price_id`; `metadata` is merged into the
-    /// subscription's (it records what the change was, for a retry to find).
+    /// Moves the subscription's item to `price_id`; `change` is merged into the
+    /// subscription's metadata (it records what the change was, for a retry to find).
     pub async fn change_price(
         &self,
         id: &str,
         item_id: &str,
         price_id: &str,
         proration: Proration,
-        metadata: HashMap<String, String>,
+        change: &PriceChange,
         idempotency_key: &str,
     ) -> Result<SubscriptionSnapshot, StripeFailure> {
         let mut item = UpdateSubscriptionItems::new();
@@ -576,7 +580,7 @@ impl StripeApi {
         };
         let request = UpdateSubscription::new(id)
             .items(vec![item])
-            .metadata(metadata)
+            .metadata(change.to_metadata())
             .proration_behavior(behavior)
             .payment_behavior(UpdateSubscriptionPaymentBehavior::ErrorIfIncomplete);
         send!(self, request, Some(idempotency_key), wire::Subscription)?.try_into()

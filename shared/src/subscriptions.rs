@@ -11,25 +11,6 @@ use crate::clock::rfc3339;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Metadata keys on every Stripe object our flows create: how the webhook attributes them.
-pub const META_ACCOUNT: &str = "account_id";
-pub const META_SUBJECT: &str = "subject";
-pub const META_TIER: &str = "tier";
-pub const META_PURPOSE: &str = "purpose";
-pub const META_PACK_TYPE: &str = "pack_type";
-/// On a subscription: the identity of the request that created it (a derived Stripe key), so
-/// a retry of that request finds it instead of refusing a second subscription.
-pub const META_CREATED_BY: &str = "created_by";
-/// On a subscription: the identity of the request that last changed its price, and what that
-/// change answered, so a retry whose change already reached Stripe answers the same.
-pub const META_CHANGED_BY: &str = "changed_by";
-pub const META_PREVIOUS_TIER: &str = "previous_tier";
-pub const META_PRORATION_CENTS: &str = "proration_cents";
-/// The `purpose` values: what a paid Checkout Session buys.
-pub const PURPOSE_SUBSCRIPTION: &str = "subscription";
-pub const PURPOSE_REPORT: &str = "report";
-pub const PURPOSE_CREDIT_PACK: &str = "credit_pack";
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
     pub account_id: String,
@@ -303,5 +284,41 @@ mod tests {
             ..record("active")
         };
         assert!(!no_period.grants_access_at(NOW, GRACE));
+    }
+
+    #[test]
+    fn the_status_decision_table() {
+        use SubscriptionStatus::*;
+        // (status, live: blocks a second plan, grants access, paid up)
+        let table = [
+            (Active, true, true, true),
+            (Trialing, true, true, true),
+            (PastDue, true, true, false),
+            (Incomplete, true, false, false),
+            (Unpaid, true, false, false),
+            (Paused, true, false, false),
+            (Canceled, false, false, false),
+            (IncompleteExpired, false, false, false),
+        ];
+        assert_eq!(table.len(), SubscriptionStatus::ALL.len());
+        for (status, live, access, paid) in table {
+            assert_eq!(
+                (
+                    status.is_live(),
+                    status.grants_access(),
+                    status.is_paid_up()
+                ),
+                (live, access, paid),
+                "{status:?}"
+            );
+            // Stripe's name, the stored one and the API's are one.
+            assert_eq!(SubscriptionStatus::parse(status.as_str()), Some(status));
+            assert_eq!(
+                serde_json::to_string(&status).unwrap(),
+                format!("\"{}\"", status.as_str())
+            );
+        }
+        assert_eq!(SubscriptionStatus::parse("Active"), None);
+        assert_eq!(SubscriptionStatus::parse("expired"), None);
     }
 }

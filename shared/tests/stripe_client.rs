@@ -1,8 +1,8 @@
 //! The Stripe client's behaviour where the emulator cannot go: a connection that dies before
 //! answering, and an error status without Stripe's error object. Raw sockets play Stripe.
 
+use shared::stripe::checkout::Owner;
 use shared::stripe::{StripeApi, StripeFailure};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +40,13 @@ fn http(status: &str, content_type: &str, body: &str) -> String {
     )
 }
 
+fn owner() -> Owner {
+    Owner {
+        account_id: "acct_1".into(),
+        subject: "self".into(),
+    }
+}
+
 #[tokio::test]
 async fn a_connection_that_dies_unanswered_is_sent_once_more() {
     let (base, accepted) = fake_stripe(vec![
@@ -53,7 +60,7 @@ async fn a_connection_that_dies_unanswered_is_sent_once_more() {
     .await;
     let stripe = StripeApi::new(&base, "sk_test_x").expect("client");
     let id = stripe
-        .create_customer(HashMap::new(), "key-1")
+        .create_customer(&owner(), "key-1")
         .await
         .expect("the second attempt answers");
     assert_eq!(id, "cus_1");
@@ -64,10 +71,7 @@ async fn a_connection_that_dies_unanswered_is_sent_once_more() {
 async fn two_unanswered_attempts_are_upstream_unavailable() {
     let (base, accepted) = fake_stripe(vec![None, None, None]).await;
     let stripe = StripeApi::new(&base, "sk_test_x").expect("client");
-    let err = stripe
-        .create_customer(HashMap::new(), "key-1")
-        .await
-        .unwrap_err();
+    let err = stripe.create_customer(&owner(), "key-1").await.unwrap_err();
     assert!(matches!(err, StripeFailure::Unavailable(_)), "{err:?}");
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -96,10 +100,7 @@ async fn stripes_own_errors_keep_their_meaning() {
     ])
     .await;
     let stripe = StripeApi::new(&base, "sk_test_x").expect("client");
-    let err = stripe
-        .create_customer(HashMap::new(), "key-1")
-        .await
-        .unwrap_err();
+    let err = stripe.create_customer(&owner(), "key-1").await.unwrap_err();
     assert_eq!(err, StripeFailure::Card("Your card was declined.".into()));
     let err = stripe.subscription("sub_1").await.unwrap_err();
     assert!(matches!(err, StripeFailure::NotFound(_)), "{err:?}");

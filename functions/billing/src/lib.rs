@@ -16,13 +16,10 @@ use shared::openapi::{
     BadRequest, IdempotencyKeyHeader, IdempotencyKeyReused, InternalError, NotFound, PaidTier,
     PayloadTooLarge, RequestInProgress, Unauthorized, UpstreamUnavailable,
 };
+use shared::stripe::checkout::{Order, Owner, Purpose};
 use shared::stripe::{CheckoutMode, CheckoutRequest};
-use shared::subscriptions::{
-    META_ACCOUNT, META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_REPORT, PURPOSE_SUBSCRIPTION,
-};
 use shared::sync;
 use shared::{ApiError, AppState};
-use std::collections::HashMap;
 use utoipa::{OpenApi, ToSchema};
 
 /// The path of the OpenAPI document.
@@ -189,12 +186,13 @@ async fn checkout(
         .info()
         .stripe_price_id
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
-    let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), account.id.to_string()),
-        (META_SUBJECT.to_string(), key.clone()),
-        (META_TIER.to_string(), tier.as_str().to_string()),
-        (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
-    ]);
+    let order = Order::new(
+        Owner {
+            account_id: account.id.to_string(),
+            subject: key.clone(),
+        },
+        Purpose::Subscription(tier),
+    );
     let reference = format!("{}:{key}", account.id);
     let request = CheckoutRequest {
         customer: Some(&customer),
@@ -204,7 +202,7 @@ async fn checkout(
         success_url: success_url.as_str(),
         cancel_url: cancel_url.as_str(),
         client_reference_id: &reference,
-        metadata,
+        order: &order,
     };
     let stripe_key = stripe_key_for(idem.as_ref(), "checkout_session");
     let account_id = account.id.as_str();
@@ -374,11 +372,13 @@ async fn purchase_report(
     let key = subject.key();
     let existing = state.store.subscription(account.id.as_str(), &key).await?;
     let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
-    let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), account.id.to_string()),
-        (META_SUBJECT.to_string(), key.clone()),
-        (META_PURPOSE.to_string(), PURPOSE_REPORT.to_string()),
-    ]);
+    let order = Order::new(
+        Owner {
+            account_id: account.id.to_string(),
+            subject: key.clone(),
+        },
+        Purpose::Report,
+    );
     let reference = format!("{}:{key}", account.id);
     let link = state
         .stripe
@@ -391,7 +391,7 @@ async fn purchase_report(
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),
                 client_reference_id: &reference,
-                metadata,
+                order: &order,
             },
             &stripe_key_for(idem.as_ref(), "report_checkout"),
         )

@@ -21,12 +21,10 @@ use shared::openapi::{
 };
 use shared::query::Query;
 use shared::store::{AnswerWith, StoreError};
+use shared::stripe::checkout::{Order, Owner, Purpose};
 use shared::stripe::{CheckoutMode, CheckoutRequest};
-use shared::subscriptions::{
-    META_ACCOUNT, META_PACK_TYPE, META_PURPOSE, META_SUBJECT, PURPOSE_CREDIT_PACK, timestamp,
-};
+use shared::subscriptions::timestamp;
 use shared::{ApiError, AppState};
-use std::collections::HashMap;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub fn api() -> ApiRouter {
@@ -246,15 +244,13 @@ async fn purchase(
     let key = ledger_key(&account, &user);
     // Only what the request says goes to Stripe, so a retry under the same Idempotency-Key
     // sends the same parameters and gets the same session back.
-    let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), key.account_id.clone()),
-        (META_SUBJECT.to_string(), key.subject.clone()),
-        (META_PURPOSE.to_string(), PURPOSE_CREDIT_PACK.to_string()),
-        (
-            META_PACK_TYPE.to_string(),
-            pack.pack_type.as_str().to_string(),
-        ),
-    ]);
+    let order = Order::new(
+        Owner {
+            account_id: key.account_id.clone(),
+            subject: key.subject.clone(),
+        },
+        Purpose::CreditPack(pack.pack_type),
+    );
     let reference = format!("{}:{}", key.account_id, key.subject);
     let link = state
         .stripe
@@ -267,7 +263,7 @@ async fn purchase(
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),
                 client_reference_id: &reference,
-                metadata,
+                order: &order,
             },
             &stripe_key_for(idem.as_ref(), "credit_pack_checkout"),
         )

@@ -19,15 +19,11 @@ use shared::openapi::{
     PayloadTooLarge, RequestInProgress, SubscriptionStatus, Unauthorized, UpstreamUnavailable,
 };
 use shared::query::Query;
+use shared::stripe::checkout::{Order, Owner, PriceChange, Purpose};
 use shared::stripe::{Proration, SubscriptionSnapshot};
-use shared::subscriptions::{
-    META_ACCOUNT, META_CHANGED_BY, META_CREATED_BY, META_PREVIOUS_TIER, META_PRORATION_CENTS,
-    META_PURPOSE, META_SUBJECT, META_TIER, PURPOSE_SUBSCRIPTION, SubscriptionRecord,
-    SubscriptionView, timestamp,
-};
+use shared::subscriptions::{SubscriptionRecord, SubscriptionView, timestamp};
 use shared::sync;
 use shared::{ApiError, AppState, auth::Account};
-use std::collections::HashMap;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub fn api() -> ApiRouter {
@@ -298,7 +294,8 @@ async fn create_locked(
     };
     let synced = sync::sync_subject(state, account, subject, customer, None).await?;
     if let Some(live) = synced.live() {
-        if live.metadata.get(META_CREATED_BY) == Some(&request) {
+        if Order::from_metadata(&live.metadata).is_ok_and(|o| o.created_by == Some(request.clone()))
+        {
             return Ok(live.clone());
         }
         return Err(already(live));
@@ -326,17 +323,20 @@ async fn create_locked(
         .info()
         .stripe_price_id
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
-    let metadata = HashMap::from([
-        (META_ACCOUNT.to_string(), account.to_string()),
-        (META_SUBJECT.to_string(), subject.to_string()),
-        (META_TIER.to_string(), tier.as_str().to_string()),
-        (META_PURPOSE.to_string(), PURPOSE_SUBSCRIPTION.to_string()),
-        (META_CREATED_BY.to_string(), request.clone()),
-    ]);
+    let order = Order {
+        created_by: Some(request.clone()),
+        ..Order::new(
+            Owner {
+                account_id: account.to_string(),
+                subject: subject.to_string(),
+            },
+            Purpose::Subscription(tier),
+        )
+    };
     let sent = sync::read_started(state);
     let snapshot = state
         .stripe
-        .create_subscription(customer, price, card.as_deref(), metadata, &request)
+        .create_subscription(customer, price, card.as_deref(), &order, &request)
         .await?;
     record(state, account, subject, &snapshot, sent).await?;
     Ok(snapshot)
@@ -635,19 +635,16 @@ async fn upgrade(
     let sent = sync::read_started(&state);
     let current = state.stripe.subscription(&id).await?;
     // Nothing to change: our copy keeps what Stripe said, and that decides the answer.
-    let unchanged = if current.metadata.get(META_CHANGED_BY) == Some(&change) {
+    let made = PriceChange::from_metadata(&current.metadata).filter(|c| c.changed_by == change);
+    let unchanged = if let Some(made) = made {
         // An earlier attempt of this request made the change and lost its answer: answer
         // what it would have, from what it recorded with the change.
-        let previous = current
-            .metadata
-            .get(META_PREVIOUS_TIER)
-            .and_then(|t| Tier::parse(t));
-        let cents = current
-            .metadata
-            .get(META_PRORATION_CENTS)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Some(Ok(upgraded(&current, new_tier, previous, cents)))
+        Some(Ok(upgraded(
+            &current,
+            new_tier,
+            made.previous_tier,
+            made.proration_cents,
+        )))
     } else if !current.is_live() {
         Some(Err(ended(&id)))
     } else if current.tier == Some(new_tier) {
@@ -679,21 +676,15 @@ async fn upgrade(
     } else {
         Proration::CreditNextInvoice
     };
-    let metadata = HashMap::from([
-        (META_CHANGED_BY.to_string(), change.clone()),
-        (
-            META_PREVIOUS_TIER.to_string(),
-            current.tier.map(|t| t.as_str()).unwrap_or("").to_string(),
-        ),
-        (
-            META_PRORATION_CENTS.to_string(),
-            proration_cents.to_string(),
-        ),
-    ]);
+    let made = PriceChange {
+        changed_by: change.clone(),
+        previous_tier: current.tier,
+        proration_cents,
+    };
     let sent = sync::read_started(&state);
     let snap = state
         .stripe
-        .change_price(&id, &item, price, proration, metadata, &change)
+        .change_price(&id, &item, price, proration, &made, &change)
         .await?;
     record(&state, account.id.as_str(), &r.subject, &snap, sent).await?;
     Ok(upgraded(&snap, new_tier, current.tier, proration_cents))

@@ -562,7 +562,9 @@ impl Store {
             .await
             .map_err(sdk)?;
         match entry.item.as_ref().and_then(|i| i.get("reason")) {
-            Some(AttributeValue::S(reason)) => Ok(reason == crate::subscriptions::PURPOSE_REPORT),
+            Some(AttributeValue::S(reason)) => {
+                Ok(reason == crate::stripe::checkout::Purpose::Report.name())
+            }
             _ => Err(StoreError::Corrupt(format!(
                 "ledger {ledger_pk}: the grant entry {entry_id} of lot {source_id} has no reason"
             ))),

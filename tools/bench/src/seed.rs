@@ -16,9 +16,9 @@ use shared::metering::{AnalysisSource, UsageKey, subscription_period_key};
 use shared::store::Store;
 use shared::store::SyncedState;
 use shared::stripe::SubscriptionSnapshot;
-use shared::subscriptions::{META_ACCOUNT, META_SUBJECT, PURPOSE_CREDIT_PACK, SubscriptionStatus};
+use shared::stripe::checkout::{Owner, Purpose};
+use shared::subscriptions::SubscriptionStatus;
 use shared::tables::TableNames;
-use std::collections::HashMap;
 
 /// The end user every request names.
 pub const USER: &str = "user_123";
@@ -75,10 +75,11 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
         current_period_end: Some(period_start + 30 * 86_400),
         cancel_at_period_end: false,
         created: period_start,
-        metadata: HashMap::from([
-            (META_ACCOUNT.to_string(), account_id.clone()),
-            (META_SUBJECT.to_string(), subject.clone()),
-        ]),
+        metadata: Owner {
+            account_id: account_id.clone(),
+            subject: subject.clone(),
+        }
+        .to_metadata(),
         default_payment_method: None,
     };
     let synced = SyncedState {
@@ -116,7 +117,7 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
         source_id: PACK_SESSION,
         kind: shared::ledger::CreditKind::Document,
         credits: purchase.credits,
-        reason: PURPOSE_CREDIT_PACK,
+        reason: Purpose::CreditPack(PackType::Medium).name(),
         expires_at: None,
         purchase_sk: Some(&purchase_sk),
     };
