@@ -174,10 +174,15 @@ async fn assert_invariants(store: &Store, key: &LedgerKey) -> Derived {
             }
         }
     }
+    let document_spends: i64 = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Spend && e.reason != "analysis")
+        .map(|e| -e.amount)
+        .sum();
     assert_eq!(
         i64::try_from(derived.charged_docs).expect("small"),
-        -sum(EntryKind::Spend),
-        "one credit per charged document"
+        document_spends,
+        "one credit per charged document (analyses are paid without one)"
     );
     for e in entries.iter().filter(|e| e.kind == EntryKind::Expiry) {
         let source = e.source_id.clone().expect("an expiry names its lot");
@@ -840,12 +845,46 @@ async fn a_lot_stored_before_kinds_gets_its_kind_from_its_grant_once() {
             kind,
             reason,
             expires_at: Some(expires),
-            ..grant(source, 1)
+            ..grant(source, if kind == CreditKind::Analysis { 2 } else { 1 })
         };
         l.store.ledger_grant(&k, &g, T0).await.unwrap();
     }
-    // As the items were before lots had kinds.
+    // The report's credit pays an analysis, the promotion's a document (both through the
+    // ledger), so the analysis totals have a spend to find.
+    let lot = l
+        .store
+        .ledger_balance(&k, T0)
+        .await
+        .unwrap()
+        .lots
+        .into_iter()
+        .find(|l| l.kind == CreditKind::Analysis)
+        .unwrap();
+    let usage = shared::metering::UsageKey {
+        account_id: k.account_id.clone(),
+        subject: k.subject.clone(),
+    };
+    let paid = l
+        .store
+        .consume_analysis_with_report_credit(&k, &usage, "ana_1", "report:2026-01", T0 + 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(paid, Some(shared::metering::store::Consumed::New(_))),
+        "{paid:?} {lot:?}"
+    );
+    // As the items were before lots had kinds, and before the analysis totals were kept.
     let table = l.store.tables().get(Table::CreditLedger).to_string();
+    l.store
+        .client()
+        .update_item()
+        .table_name(&table)
+        .key("pk", AttributeValue::S(k.pk()))
+        .key("sk", AttributeValue::S("BALANCE".into()))
+        .update_expression("REMOVE analysis_purchased, analysis_spent, analysis_expired")
+        .send()
+        .await
+        .unwrap();
     for source in ["cs_report", "cs_promo"] {
         l.store
             .client()
@@ -884,8 +923,25 @@ async fn a_lot_stored_before_kinds_gets_its_kind_from_its_grant_once() {
     assert!(stored_kinds().await.iter().all(|(_, k)| k.is_none()));
     let b = balance(&l.store, &k, T0).await;
     assert_eq!(
-        b.balance, 1,
-        "only the promotion's credit unlocks documents"
+        (b.balance, b.total_purchased, b.total_spent),
+        (1, 1, 0),
+        "only the promotion's credit unlocks documents, and only it counts in the totals"
+    );
+    let stored = items(&l.store, &k).await;
+    let n = |attr: &str| {
+        stored["BALANCE"]
+            .get(attr)
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+    };
+    assert_eq!(
+        (
+            n("analysis_purchased"),
+            n("analysis_spent"),
+            n("analysis_expired")
+        ),
+        (Some("2".into()), Some("1".into()), Some("0".into())),
+        "added up from the entries once, and stored"
     );
     let mut kinds: Vec<_> = b
         .lots

@@ -8,12 +8,16 @@
 //! - `BALANCE`: `balance`, `pool` (document credits that never expire), `total_purchased`,
 //!   `total_spent`, `total_expired`, and `lots`, a map from a grant's source id to
 //!   `{remaining, expires_at, kind}` for credits that expire (a lot written before kinds
-//!   existed gets its kind from its grant once). `balance == pool + Σ lots.remaining` and
-//!   `balance == total_purchased − total_spent − total_expired`.
+//!   existed gets its kind from its grant once), and `analysis_purchased`,
+//!   `analysis_spent`, `analysis_expired`: the analysis credits' part of the totals (added up
+//!   once from the entries on an item written before they were kept). `balance == pool +
+//!   Σ lots.remaining`, `balance == total_purchased − total_spent − total_expired`, and the
+//!   analysis totals add up to the analysis lots.
 //! - `ENTRY#<ulid>`: `{id, kind: grant|spend|expiry, amount (±), reason, source_id?,
 //!   created_at}`; spends also carry the `analysis_ids` they paid for. Never changed.
-//!   A spend with reason `analysis` is an analysis paid with a report lot (written by
-//!   [`crate::metering`]): its `source_id` is the lot, and it has no `DOC#` item.
+//!   A spend with reason `analysis` is an analysis paid with a report lot (written through
+//!   the ledger's API by [`crate::metering`]): its `source_id` is the lot, and it has no
+//!   `DOC#` item.
 //! - `GRANT#<source_id>`: the marker that makes a second grant of one source impossible.
 //! - `DOC#<analysis_id>`: `{analysis_id, granted_at, entry_id}`: a document bought with a
 //!   credit ("already purchased"). A plan's access writes none (it lasts as long as the
@@ -94,6 +98,8 @@ pub struct Balance {
     /// Document credits spendable now: expired ones never count (analysis credits are in
     /// `lots`, with their kind).
     pub balance: i64,
+    /// Document credits ever granted (the credit packs bought) and spent on documents:
+    /// `balance == total_purchased − total_spent` while document credits never expire.
     pub total_purchased: i64,
     pub total_spent: i64,
     /// The unexpired expiring lots with credits left, soonest-expiring first (their

@@ -37,10 +37,21 @@ pub struct LedgerState {
     pub balance: i64,
     /// Credits that never expire.
     pub pool: i64,
+    /// Every credit granted, spent and written off, of both kinds.
     pub total_purchased: i64,
     pub total_spent: i64,
     pub total_expired: i64,
+    /// Of those, the analysis credits' (the document credits' are the rest).
+    pub analysis: KindTotals,
     pub lots: Vec<StoredLot>,
+}
+
+/// Credits of one kind granted, spent and written off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindTotals {
+    pub purchased: i64,
+    pub spent: i64,
+    pub expired: i64,
 }
 
 /// A lot has expired from its `expires_at` second on.
@@ -64,6 +75,50 @@ impl LedgerState {
                 .checked_sub(self.total_spent)
                 .and_then(|v| v.checked_sub(self.total_expired))
                 == Some(self.balance)
+            && self.analysis_is_consistent()
+    }
+
+    /// The analysis totals are part of the totals and add up to the analysis lots.
+    fn analysis_is_consistent(&self) -> bool {
+        let a = self.analysis;
+        let in_lots: Option<i64> = self
+            .lots
+            .iter()
+            .filter(|l| l.kind == CreditKind::Analysis)
+            .try_fold(0i64, |acc, l| acc.checked_add(l.remaining));
+        (0..=self.total_purchased).contains(&a.purchased)
+            && (0..=self.total_spent).contains(&a.spent)
+            && (0..=self.total_expired).contains(&a.expired)
+            && a.purchased
+                .checked_sub(a.spent)
+                .and_then(|v| v.checked_sub(a.expired))
+                == in_lots
+    }
+
+    /// The document credits' totals: every credit's less the analysis credits'.
+    pub fn document_totals(&self) -> KindTotals {
+        KindTotals {
+            purchased: self.total_purchased - self.analysis.purchased,
+            spent: self.total_spent - self.analysis.spent,
+            expired: self.total_expired - self.analysis.expired,
+        }
+    }
+
+    /// What a lot pays for, if `state` has it.
+    pub fn kind_of(&self, source_id: &str) -> Option<CreditKind> {
+        self.lots
+            .iter()
+            .find(|l| l.source_id == source_id)
+            .map(|l| l.kind)
+    }
+
+    /// Of `expiries`, the analysis credits written off.
+    fn analysis_in(&self, draws: &[Draw]) -> i64 {
+        draws
+            .iter()
+            .filter(|d| self.kind_of(&d.source_id) == Some(CreditKind::Analysis))
+            .map(|d| d.amount)
+            .sum()
     }
 
     /// The document credits that may be spent at `now`: the pool plus every unexpired
@@ -146,6 +201,8 @@ pub struct AccessPlan {
     pub from_pool: i64,
     /// Expired lots written off in the same transaction.
     pub expiries: Vec<Draw>,
+    /// Of the cost, the analysis credits; of the write-offs, the analysis credits.
+    pub analysis: KindTotals,
     /// The unexpired balance once the cost is paid.
     pub remaining_balance: i64,
 }
@@ -243,6 +300,11 @@ pub fn plan_access(
         cost,
         from_lots,
         from_pool,
+        analysis: KindTotals {
+            purchased: 0,
+            spent: 0,
+            expired: state.analysis_in(&expiries),
+        },
         expiries,
         remaining_balance: available - cost,
     };
@@ -265,6 +327,7 @@ pub fn plan_lot_spend(state: &LedgerState, lot: &Lot, now: i64) -> Option<Access
     if is_expired(stored.expires_at, now) {
         return None;
     }
+    let expiries = state.expiries(now);
     Some(AccessPlan {
         new_docs: Vec::new(),
         cost: 1,
@@ -273,7 +336,12 @@ pub fn plan_lot_spend(state: &LedgerState, lot: &Lot, now: i64) -> Option<Access
             amount: 1,
         }],
         from_pool: 0,
-        expiries: state.expiries(now),
+        analysis: KindTotals {
+            purchased: 0,
+            spent: i64::from(stored.kind == CreditKind::Analysis),
+            expired: state.analysis_in(&expiries),
+        },
+        expiries,
         remaining_balance: state.unexpired(stored.kind, now) - 1,
     })
 }
@@ -356,6 +424,9 @@ pub fn plan_grant(
         .total_purchased
         .checked_add(credits)
         .ok_or(GrantRejected::Overflow)?;
+    if kind == CreditKind::Analysis {
+        after.analysis.purchased += credits;
+    }
     match lot_expiry(kind, expires_at) {
         None => after.pool += credits,
         Some(at) => {
@@ -412,6 +483,7 @@ mod tests {
             total_purchased: balance,
             total_spent: 0,
             total_expired: 0,
+            analysis: KindTotals::default(),
             lots,
         }
     }
@@ -692,6 +764,8 @@ mod tests {
         ]);
         s.balance += 3;
         s.total_purchased += 3;
+        s.analysis.purchased = 3;
+        assert!(s.is_consistent());
         // Decision table: (now, the lot that pays next).
         for (now, expected) in [
             (NOW, Some("soon")),
@@ -737,5 +811,65 @@ mod tests {
             ..next
         };
         assert_eq!(plan_lot_spend(&s, &empty, NOW), None);
+    }
+
+    #[test]
+    fn the_analysis_credits_part_of_the_totals_is_kept_beside_them() {
+        // A pack (5, the pool) and a report (1, an analysis lot).
+        let g = plan_grant(None, "cs_pack", CreditKind::Document, 5, None, NOW).unwrap();
+        let g = plan_grant(
+            Some(&g.after),
+            "cs_report",
+            CreditKind::Analysis,
+            1,
+            Some(NOW + DAY),
+            NOW,
+        )
+        .unwrap();
+        let s = g.after;
+        assert!(s.is_consistent());
+        assert_eq!(
+            s.analysis,
+            KindTotals {
+                purchased: 1,
+                spent: 0,
+                expired: 0
+            }
+        );
+        assert_eq!(
+            s.document_totals(),
+            KindTotals {
+                purchased: 5,
+                spent: 0,
+                expired: 0
+            }
+        );
+        // Spending the report credit is the analysis credits' spend.
+        let lot = s.next_lot(CreditKind::Analysis, NOW).unwrap();
+        assert_eq!(plan_lot_spend(&s, &lot, NOW).unwrap().analysis.spent, 1);
+        // A document bought after the report expired writes the report's credit off: the
+        // analysis credits' write-off.
+        let p = plan(plan_access(
+            Some(&s),
+            &HashSet::new(),
+            &ids(&["d"]),
+            true,
+            NOW + DAY,
+        ));
+        assert_eq!(
+            p.analysis,
+            KindTotals {
+                purchased: 0,
+                spent: 0,
+                expired: 1
+            }
+        );
+        // Analysis totals that do not add up to the analysis lots are corrupt.
+        let mut bad = s.clone();
+        bad.analysis.purchased = 2;
+        assert!(!bad.is_consistent());
+        let mut bad = s;
+        bad.analysis.spent = 1;
+        assert!(!bad.is_consistent());
     }
 }

@@ -7,7 +7,7 @@
 //!   again (at most `MAX_DECISIONS` times), e.g. a document bought meanwhile by a concurrent
 //!   request is now free, a balance spent meanwhile may now be insufficient.
 
-use super::rules::{self, AccessDecision, AccessPlan, LedgerState, StoredLot};
+use super::rules::{self, AccessDecision, AccessPlan, KindTotals, LedgerState, StoredLot};
 use super::{
     Access, AccessOutcome, Balance, Charge, CreditKind, Entry, EntryKind, Grant, GrantOutcome,
     LedgerKey, MAX_ACCESS_IDS, MAX_PURCHASE_PAGE, Purchase, PurchasePage, PurchaseStatus,
@@ -44,10 +44,11 @@ const MAX_ID_LEN: usize = 256;
 const MAX_REASON_LEN: usize = 512;
 
 fn balance_at(state: LedgerState, now: i64) -> Balance {
+    let documents = state.document_totals();
     Balance {
         balance: state.available(now),
-        total_purchased: state.total_purchased,
-        total_spent: state.total_spent,
+        total_purchased: documents.purchased,
+        total_spent: documents.spent,
         lots: state.live_lots(now),
     }
 }
@@ -82,6 +83,14 @@ struct BalanceItem {
     total_purchased: i64,
     total_spent: i64,
     total_expired: i64,
+    /// The analysis credits' part of the totals. Absent on items written before it was
+    /// kept: read once from the entries, then stored ([`Store::store_analysis_totals`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    analysis_purchased: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    analysis_spent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    analysis_expired: Option<i64>,
     #[serde(default)]
     lots: HashMap<String, LotItem>,
 }
@@ -96,8 +105,22 @@ impl BalanceItem {
             .collect()
     }
 
-    /// The state; every lot's kind is known (stored, or in `kinds`).
-    fn state(self, kinds: &HashMap<String, CreditKind>) -> Result<LedgerState, StoreError> {
+    /// The analysis totals, when the item has them.
+    fn analysis(&self) -> Option<KindTotals> {
+        Some(KindTotals {
+            purchased: self.analysis_purchased?,
+            spent: self.analysis_spent?,
+            expired: self.analysis_expired?,
+        })
+    }
+
+    /// The state; every lot's kind is known (stored, or in `kinds`), and the analysis
+    /// totals (stored, or `analysis`).
+    fn state(
+        self,
+        kinds: &HashMap<String, CreditKind>,
+        analysis: KindTotals,
+    ) -> Result<LedgerState, StoreError> {
         let pk = self.pk;
         let mut lots: Vec<StoredLot> = self
             .lots
@@ -124,6 +147,7 @@ impl BalanceItem {
             total_purchased: self.total_purchased,
             total_spent: self.total_spent,
             total_expired: self.total_expired,
+            analysis,
             lots,
         })
     }
@@ -137,6 +161,9 @@ impl BalanceItem {
             total_purchased: state.total_purchased,
             total_spent: state.total_spent,
             total_expired: state.total_expired,
+            analysis_purchased: Some(state.analysis.purchased),
+            analysis_spent: Some(state.analysis.spent),
+            analysis_expired: Some(state.analysis.expired),
             lots: state
                 .lots
                 .iter()
@@ -195,6 +222,15 @@ struct PurchaseItem<'a> {
 
 fn kind_value(kind: CreditKind) -> Result<AttributeValue, StoreError> {
     serde_dynamo::to_attribute_value(kind).map_err(corrupt)
+}
+
+/// A new lot of `grant`, expiring `at`, as stored in `BALANCE.lots`.
+fn lot_value(grant: &Grant<'_>, at: i64) -> Result<AttributeValue, StoreError> {
+    Ok(AttributeValue::M(HashMap::from([
+        ("remaining".to_string(), n(grant.credits)),
+        ("expires_at".to_string(), n(at)),
+        ("kind".to_string(), kind_value(grant.kind)?),
+    ])))
 }
 
 fn n(v: i64) -> AttributeValue {
@@ -352,7 +388,9 @@ impl Store {
             KeysAndAttributes::builder()
                 .set_keys(Some(keys))
                 .consistent_read(true)
-                .projection_expression("#pk, #sk, #b, #p, #tp, #ts, #te, #lots, #eid")
+                .projection_expression(
+                    "#pk, #sk, #b, #p, #tp, #ts, #te, #ap, #as, #ae, #lots, #eid",
+                )
                 .expression_attribute_names("#pk", "pk")
                 .expression_attribute_names("#sk", "sk")
                 .expression_attribute_names("#b", "balance")
@@ -360,6 +398,9 @@ impl Store {
                 .expression_attribute_names("#tp", "total_purchased")
                 .expression_attribute_names("#ts", "total_spent")
                 .expression_attribute_names("#te", "total_expired")
+                .expression_attribute_names("#ap", "analysis_purchased")
+                .expression_attribute_names("#as", "analysis_spent")
+                .expression_attribute_names("#ae", "analysis_expired")
                 .expression_attribute_names("#lots", "lots")
                 .expression_attribute_names("#eid", "entry_id")
                 .build()
@@ -445,7 +486,11 @@ impl Store {
         } else {
             self.store_lot_kinds(pk, &kindless).await?
         };
-        let state = balance.state(&kinds)?;
+        let analysis = match balance.analysis() {
+            Some(analysis) => analysis,
+            None => self.store_analysis_totals(pk, balance.balance).await?,
+        };
+        let state = balance.state(&kinds, analysis)?;
         if !state.is_consistent() {
             return Err(StoreError::Corrupt(format!(
                 "ledger {pk}: the balance item does not add up: {state:?}"
@@ -522,6 +567,63 @@ impl Store {
             kinds.insert(source.clone(), kind);
         }
         Ok(kinds)
+    }
+
+    /// The analysis credits' totals of ledger `pk`, whose `BALANCE` item (holding `balance`)
+    /// was written before they were kept: added up once from its entries (grants with the
+    /// `report` reason, spends with the `analysis` reason, and the write-offs of those grants'
+    /// lots), then stored, on condition that the item has not moved meanwhile.
+    async fn store_analysis_totals(
+        &self,
+        pk: &str,
+        balance: i64,
+    ) -> Result<KindTotals, StoreError> {
+        let entries: Vec<Entry> = self
+            .ledger_query(pk, ENTRY_PREFIX, false)
+            .await?
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let report = crate::stripe::checkout::Purpose::Report.name();
+        let sources: HashSet<&str> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Grant && e.reason == report)
+            .filter_map(|e| e.source_id.as_deref())
+            .collect();
+        let mut totals = KindTotals::default();
+        for e in &entries {
+            let analysis_lot = e.source_id.as_deref().is_some_and(|s| sources.contains(s));
+            match e.kind {
+                EntryKind::Grant if analysis_lot => totals.purchased += e.amount,
+                EntryKind::Spend if analysis_lot => totals.spent -= e.amount,
+                EntryKind::Expiry if analysis_lot => totals.expired -= e.amount,
+                _ => {}
+            }
+        }
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.ledger_table())
+            .set_key(Some(item_key(pk, BALANCE_SK)))
+            .condition_expression("attribute_not_exists(#ap) AND #b = :b")
+            .update_expression("SET #ap = :p, #as = :s, #ae = :e")
+            .expression_attribute_names("#ap", "analysis_purchased")
+            .expression_attribute_names("#as", "analysis_spent")
+            .expression_attribute_names("#ae", "analysis_expired")
+            .expression_attribute_names("#b", "balance")
+            .expression_attribute_values(":b", n(balance))
+            .expression_attribute_values(":p", n(totals.purchased))
+            .expression_attribute_values(":s", n(totals.spent))
+            .expression_attribute_values(":e", n(totals.expired))
+            .send()
+            .await;
+        if condition_held(result)? {
+            Ok(totals)
+        } else {
+            Err(StoreError::Contention(format!(
+                "ledger {pk}: the balance moved while its analysis totals were added up"
+            )))
+        }
     }
 
     /// Whether the grant of lot `source_id` had the `report` reason: its `GRANT#` marker
@@ -660,6 +762,19 @@ fn spend_update(store: &Store, pk: &str, plan: &AccessPlan) -> Result<Update, St
     }
     if !plan.expiries.is_empty() {
         values.insert(":zero".to_string(), n(0));
+    }
+    // The analysis credits' part, kept beside the totals (present: reads store it first).
+    for (name, attr, amount) in [
+        ("#as", "analysis_spent", plan.analysis.spent),
+        ("#ae", "analysis_expired", plan.analysis.expired),
+    ] {
+        if amount > 0 {
+            let value = format!(":{}", &name[1..]);
+            names.insert(name.to_string(), attr.to_string());
+            values.insert(value.clone(), n(amount));
+            condition.push(format!("attribute_exists({name})"));
+            set.push(format!("{name} = {name} + {value}"));
+        }
     }
     Update::builder()
         .table_name(store.ledger_table())
@@ -871,17 +986,21 @@ impl Store {
                             .expression_attribute_names("#p", "pool")
                             .condition_expression("attribute_exists(sk) AND #b = :old")
                             .update_expression("SET #b = #b + :n, #tp = #tp + :n, #p = #p + :n"),
+                        Some(at) if grant.kind == CreditKind::Analysis => update
+                            .expression_attribute_names("#lots", "lots")
+                            .expression_attribute_names("#src", grant.source_id)
+                            .expression_attribute_names("#ap", "analysis_purchased")
+                            .expression_attribute_values(":lot", lot_value(grant, at)?)
+                            .condition_expression(
+                                "attribute_exists(sk) AND #b = :old AND attribute_not_exists(#lots.#src) AND attribute_exists(#ap)",
+                            )
+                            .update_expression(
+                                "SET #b = #b + :n, #tp = #tp + :n, #lots.#src = :lot, #ap = #ap + :n",
+                            ),
                         Some(at) => update
                             .expression_attribute_names("#lots", "lots")
                             .expression_attribute_names("#src", grant.source_id)
-                            .expression_attribute_values(
-                                ":lot",
-                                AttributeValue::M(HashMap::from([
-                                    ("remaining".to_string(), n(grant.credits)),
-                                    ("expires_at".to_string(), n(at)),
-                                    ("kind".to_string(), kind_value(grant.kind)?),
-                                ])),
-                            )
+                            .expression_attribute_values(":lot", lot_value(grant, at)?)
                             .condition_expression(
                                 "attribute_exists(sk) AND #b = :old AND attribute_not_exists(#lots.#src)",
                             )

@@ -93,6 +93,22 @@ async fn a_report_credit_is_not_spent_on_a_document() {
     assert_eq!(analysis["source"], "report_credit", "{analysis}");
     let (_, balance) = call(&app, Method::GET, &balance_path, None).await;
     assert_eq!(balance["balance"], 4, "{balance}");
+    // One meaning of `total_purchased`: document credits bought (the packs), in the balance
+    // as in the history; the report's analysis credit is in `GET /v1/usage`. So the balance
+    // is what was bought less what was spent on documents.
+    assert_eq!(
+        (&balance["total_purchased"], &balance["total_spent"]),
+        (&json!(5), &json!(1)),
+        "{balance}"
+    );
+    let (_, history) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/credits/history?external_user_id={USER}"),
+        None,
+    )
+    .await;
+    assert_eq!(history["total_purchased"], 5, "{history}");
 }
 
 #[tokio::test]
