@@ -233,7 +233,7 @@ pub fn created_at_most(
 }
 
 /// 7, at the moment of the read: the balance an account was answered for its user is its
-/// own ledger's (document credits now, and what was purchased).
+/// own ledger's (document credits now, and the document credits purchased).
 pub async fn balance_is_own(
     world: &World,
     account: &str,
@@ -253,7 +253,14 @@ pub async fn balance_is_own(
             })
             .map(|(_, (remaining, _))| remaining)
             .sum();
-        (l.pool + lots, l.total_purchased)
+        // Document credits bought: every grant but the report's (its credit pays analyses).
+        let purchased = l
+            .entries
+            .iter()
+            .filter(|(kind, _, _, _, reason, _)| kind == "grant" && reason != "report")
+            .map(|(_, amount, ..)| amount)
+            .sum();
+        (l.pool + lots, purchased)
     });
     if body["balance"].as_i64() != Some(documents)
         || body["total_purchased"].as_i64() != Some(purchased)
