@@ -48,6 +48,19 @@ impl Authenticator {
         store: &Store,
         header: Option<&str>,
     ) -> Result<Account, ApiError> {
+        let record = self.key_record(store, header).await?;
+        Ok(Account {
+            id: record.account_id,
+            mode: record.mode,
+        })
+    }
+
+    /// [`Self::authenticate`], answering the key's record (its hash, its own rate limit).
+    pub async fn key_record(
+        &self,
+        store: &Store,
+        header: Option<&str>,
+    ) -> Result<KeyRecord, ApiError> {
         let header = header
             .map(str::trim)
             .filter(|h| !h.is_empty())
@@ -87,10 +100,7 @@ impl Authenticator {
                 "This API key has been revoked.".into(),
             ));
         }
-        Ok(Account {
-            id: record.account_id,
-            mode: record.mode,
-        })
+        Ok(record)
     }
 }
 

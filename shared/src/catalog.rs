@@ -28,7 +28,26 @@ pub struct TierInfo {
     pub chat_messages_limit: Option<u32>,
     /// Stripe's price for the paid tiers.
     pub stripe_price_id: Option<&'static str>,
+    /// How fast each API key of an account on this plan may call the API.
+    pub rate_limit: RateLimit,
 }
+
+/// A per-key rate limit: `burst` requests per window of `burst / rate` seconds, so `rate`
+/// requests per second sustained (see `crate::ratelimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub rate: u32,
+    /// Requests admitted in one window; a multiple of `rate`.
+    pub burst: u32,
+}
+
+/// The limit of internal keys (the local stack's dev key, load tests): far above any plan,
+/// so what is measured is the API, with the limiter's code path still run.
+pub const INTERNAL_RATE_LIMIT: RateLimit = RateLimit {
+    rate: 100_000,
+    burst: 400_000,
+};
 
 /// In the order the API lists them.
 pub const TIERS: [TierInfo; 3] = [
@@ -41,6 +60,7 @@ pub const TIERS: [TierInfo; 3] = [
         analyses_limit: Some(1),
         chat_messages_limit: Some(50),
         stripe_price_id: None,
+        rate_limit: RateLimit { rate: 5, burst: 20 },
     },
     TierInfo {
         tier: Tier::Pro,
@@ -57,6 +77,10 @@ pub const TIERS: [TierInfo; 3] = [
         analyses_limit: Some(100),
         chat_messages_limit: None,
         stripe_price_id: Some("price_1SZPUkR9pxNkCCCYoc4jXp56"),
+        rate_limit: RateLimit {
+            rate: 50,
+            burst: 200,
+        },
     },
     TierInfo {
         tier: Tier::Enterprise,
@@ -74,6 +98,10 @@ pub const TIERS: [TierInfo; 3] = [
         analyses_limit: None,
         chat_messages_limit: None,
         stripe_price_id: Some("price_1SZPVCR9pxNkCCCYbRqZFp52"),
+        rate_limit: RateLimit {
+            rate: 250,
+            burst: 1000,
+        },
     },
 ];
 

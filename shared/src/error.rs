@@ -47,6 +47,8 @@ pub enum ApiError {
     PlanRequired,
     /// 400: a webhook whose `Stripe-Signature` is missing, wrong or too old.
     InvalidSignature(String),
+    /// 429: the API key's rate limit: retry after this many seconds.
+    RateLimited { retry_after_seconds: u64 },
     /// 409: a request with this Idempotency-Key is still being processed.
     RequestInProgress,
     /// 422: this Idempotency-Key was used with a different request.
@@ -148,6 +150,7 @@ impl ApiError {
             | ApiError::LimitExceeded { .. }
             | ApiError::PlanRequired => StatusCode::PAYMENT_REQUIRED,
             ApiError::RequestInProgress => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -172,6 +175,7 @@ impl ApiError {
             ApiError::PaymentFailed { .. } => ErrorCode::PaymentFailed,
             ApiError::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             ApiError::RequestInProgress => ErrorCode::RequestInProgress,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
             ApiError::UpstreamUnavailable(_) => ErrorCode::UpstreamUnavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
@@ -203,6 +207,9 @@ impl ApiError {
             ApiError::RequestInProgress => {
                 "A request with this Idempotency-Key is still being processed; retry later.".into()
             }
+            ApiError::RateLimited { retry_after_seconds } => format!(
+                "Too many requests for this API key's plan; retry in {retry_after_seconds} s. The RateLimit headers show the budget."
+            ),
             ApiError::IdempotencyKeyReused => {
                 "This Idempotency-Key was already used with a different request.".into()
             }
@@ -224,6 +231,7 @@ impl ApiError {
             analyses_limit: None,
             chat_messages_used: None,
             chat_messages_limit: None,
+            retry_after_seconds: None,
         };
         match self {
             ApiError::InvalidRequest { field, .. } => error.field = Some(field.clone()),
@@ -233,6 +241,9 @@ impl ApiError {
             ApiError::PaymentFailed { stripe_error } => {
                 error.stripe_error = Some(stripe_error.clone());
             }
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => error.retry_after_seconds = Some(*retry_after_seconds),
             ApiError::LimitExceeded {
                 meter, used, limit, ..
             } => {
@@ -299,6 +310,10 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub chat_messages_limit: Option<u64>,
+    /// `rate_limited`: when to retry (the `Retry-After` header says the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// Machine-readable error codes.
@@ -316,6 +331,7 @@ pub enum ErrorCode {
     NoSubscription,
     PaymentFailed,
     LimitExceeded,
+    RateLimited,
     RequestInProgress,
     IdempotencyKeyReused,
     UpstreamUnavailable,
@@ -338,6 +354,7 @@ impl ErrorCode {
             ErrorCode::PaymentFailed => "payment_failed",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::RequestInProgress => "request_in_progress",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::UpstreamUnavailable => "upstream_unavailable",
             ErrorCode::Internal => "internal_error",

@@ -1,6 +1,7 @@
 //! API keys: their format, their hash, and issuing, listing and revoking them.
 //! Only the SHA-256 of a key is ever stored; the key itself is shown once, when issued.
 
+use crate::catalog::RateLimit;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Stage;
 use crate::store::{Store, StoreError, corrupt, sdk};
@@ -138,6 +139,9 @@ pub struct KeyRecord {
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// A limit of this key's own, in place of its plan's (internal and load-testing keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Creates a key for `account` and stores its hash; the returned key is never stored.
@@ -146,6 +150,7 @@ pub async fn issue(
     clock: &dyn Clock,
     account: &AccountId,
     mode: Mode,
+    rate_limit: Option<RateLimit>,
 ) -> Result<(ApiKey, KeyRecord), StoreError> {
     let key = ApiKey::generate(mode);
     let record = KeyRecord {
@@ -155,6 +160,7 @@ pub async fn issue(
         key_prefix: key.display_prefix(),
         created_at: rfc3339(clock.now()),
         revoked_at: None,
+        rate_limit,
     };
     store.insert_api_key(&record).await?;
     Ok((key, record))

@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod metering;
 pub mod openapi;
 pub mod query;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod secrets;
 pub mod state;

@@ -5,6 +5,7 @@ use crate::auth::{Authenticates, Authenticator};
 use crate::aws::AwsEnv;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::ratelimit::Limiter;
 use crate::secrets::StripeKeys;
 use crate::store::Store;
 use crate::stripe::StripeApi;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub stripe: StripeApi,
     pub stripe_keys: Arc<StripeKeys>,
     pub clock: Arc<dyn Clock>,
+    /// This instance's share of each key's rate-limit window.
+    pub limiter: Limiter,
 }
 
 impl Authenticates for AppState {
@@ -61,6 +64,7 @@ impl AppState {
             stripe,
             stripe_keys: Arc::new(stripe_keys),
             clock,
+            limiter: Limiter::default(),
         })
     }
 

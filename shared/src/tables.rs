@@ -15,6 +15,7 @@ pub enum Table {
     CreditLedger,
     Usage,
     Idempotency,
+    RateLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +69,12 @@ pub struct TableDef {
     pub ttl_attribute: Option<&'static str>,
     /// Point-in-time recovery, for every table whose loss would lose money (subscriptions,
     /// the ledger, the usage counters a plan pays for) or lock customers out (their keys).
-    /// Only the Idempotency table goes without: its records live 24 hours.
+    /// Only the Idempotency and RateLimits tables go without: their items live 24 hours and
+    /// a few seconds.
     pub point_in_time_recovery: bool,
 }
 
-pub const TABLES: [TableDef; 5] = [
+pub const TABLES: [TableDef; 6] = [
     TableDef {
         table: Table::ApiKeys,
         logical_id: "ApiKeysTable",
@@ -143,6 +145,18 @@ pub const TABLES: [TableDef; 5] = [
         ttl_attribute: Some("expires_at"),
         point_in_time_recovery: false,
     },
+    TableDef {
+        table: Table::RateLimits,
+        logical_id: "RateLimitsTable",
+        env_var: "RATE_LIMITS_TABLE",
+        default_name: "billing-rate-limits",
+        pk: s("pk"),
+        sk: None,
+        gsis: &[],
+        // A window's item is read for a few seconds, then only TTL cares about it.
+        ttl_attribute: Some("expires_at"),
+        point_in_time_recovery: false,
+    },
 ];
 
 pub fn def(table: Table) -> &'static TableDef {
@@ -151,7 +165,7 @@ pub fn def(table: Table) -> &'static TableDef {
 
 /// The deployed name of each table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableNames([String; 5]);
+pub struct TableNames([String; 6]);
 
 impl TableNames {
     /// Names from `lookup(env_var)`, falling back to each table's default name.

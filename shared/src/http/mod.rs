@@ -3,6 +3,7 @@
 //! and request spans.
 
 pub mod idempotency;
+pub mod ratelimit;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -96,7 +97,8 @@ impl ApiRouter {
         &self.routes
     }
 
-    /// The finished service: Idempotency-Key handling on every route, fallbacks in the
+    /// The finished service: per-key rate limits and Idempotency-Key handling on every
+    /// route, fallbacks in the
     /// spec's error format, body limit, request ids and a tracing span per request.
     pub fn into_router(self, state: AppState) -> Router {
         self.router
@@ -105,6 +107,11 @@ impl ApiRouter {
                 idempotency::middleware,
             ))
             .route_layer(axum::middleware::from_fn(stripe_budget))
+            // Outermost of the route layers: a refused request claims no Idempotency-Key.
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                ratelimit::middleware,
+            ))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

@@ -117,7 +117,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
     match cli.command {
         Command::CreateKey { account, mode } => {
             let account = AccountId::parse(&account).map_err(anyhow::Error::msg)?;
-            let (key, record) = keys::issue(&store, &clock, &account, mode.into())
+            let (key, record) = keys::issue(&store, &clock, &account, mode.into(), None)
                 .await
                 .context("storing the key")?;
             writeln!(out, "{}", key.expose())?;

@@ -161,8 +161,16 @@ impl TestApp {
         let client = dynamodb_faults.local_client(&engine.endpoint);
         let state = local_state(client, stripe.base_url(), clock).await?;
         let account = AccountId::parse("acct_test_1").map_err(anyhow::Error::msg)?;
-        let (key, _) =
-            keys::issue(&state.store, state.clock.as_ref(), &account, Stage::Test).await?;
+        // The tests' key is an internal one (its own, generous limit): tests of the plans'
+        // limits issue keys of their own (`issue_key`).
+        let (key, _) = keys::issue(
+            &state.store,
+            state.clock.as_ref(),
+            &account,
+            Stage::Test,
+            Some(shared::catalog::INTERNAL_RATE_LIMIT),
+        )
+        .await?;
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self {
@@ -391,12 +399,18 @@ impl TestApp {
         assert_eq!(paid.status(), 303, "paying {checkout_url}");
     }
 
-    /// Issues another key, for another account or mode.
+    /// Issues another key, for another account or mode, limited by its account's plan.
     pub async fn issue_key(&self, account: &str, mode: Stage) -> String {
         let account = AccountId::parse(account).expect("valid account id");
-        let (key, _) = keys::issue(&self.state.store, self.state.clock.as_ref(), &account, mode)
-            .await
-            .expect("issuing a key");
+        let (key, _) = keys::issue(
+            &self.state.store,
+            self.state.clock.as_ref(),
+            &account,
+            mode,
+            None,
+        )
+        .await
+        .expect("issuing a key");
         key.expose().to_string()
     }
 }

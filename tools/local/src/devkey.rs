@@ -25,7 +25,15 @@ pub async fn ensure(store: &Store, clock: &dyn Clock, dir: &Path) -> anyhow::Res
         return Ok(key);
     }
     let account = AccountId::parse(DEV_ACCOUNT).map_err(anyhow::Error::msg)?;
-    let (key, _) = keys::issue(store, clock, &account, Stage::Test).await?;
+    // An internal key: its own limit, far above any plan's (README: rate limits).
+    let (key, _) = keys::issue(
+        store,
+        clock,
+        &account,
+        Stage::Test,
+        Some(shared::catalog::INTERNAL_RATE_LIMIT),
+    )
+    .await?;
     std::fs::write(&path, format!("{}\n", key.expose()))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(key)

@@ -213,7 +213,15 @@ impl World {
         let mut list = Vec::new();
         for n in 1..=accounts {
             let id = AccountId::parse(&format!("acct_sim_{n}")).map_err(anyhow::Error::msg)?;
-            let (key, _) = keys::issue(&state.store, clock.as_ref(), &id, Stage::Test).await?;
+            // Internal keys: the simulation is about money, not about rate limits.
+            let (key, _) = keys::issue(
+                &state.store,
+                clock.as_ref(),
+                &id,
+                Stage::Test,
+                Some(shared::catalog::INTERNAL_RATE_LIMIT),
+            )
+            .await?;
             list.push(Account {
                 id,
                 key: key.expose().to_string(),

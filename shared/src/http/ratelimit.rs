@@ -1,0 +1,122 @@
+//! The rate-limit middleware: every request with a valid API key is admitted or refused by
+//! its key's policy (`crate::ratelimit`), and its response carries `RateLimit-Policy` and
+//! `RateLimit`. A refusal is 429 `rate_limited` with `Retry-After`. Requests without a valid
+//! key are not limited here: they are answered 401, or are Stripe's webhook (authenticated
+//! by its signature).
+
+use crate::catalog::Tier;
+use crate::error::ApiError;
+use crate::metering::plan_of;
+use crate::ratelimit::{Lease, Local, Policy, Step};
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Mutex;
+
+/// Most leases one request may ask for (a full batch, then single tokens).
+const MAX_LEASES: usize = 3;
+
+pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(header) = header else {
+        return next.run(request).await;
+    };
+    let Ok(record) = state.auth.key_record(&state.store, Some(&header)).await else {
+        return next.run(request).await;
+    };
+    let policy = match record.rate_limit {
+        Some(limit) => Policy::new("custom", limit),
+        None => {
+            let tier = plan(&state, record.account_id.as_str()).await;
+            Policy::new(tier.as_str(), tier.info().rate_limit)
+        }
+    };
+    let now_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
+    let window = policy.window(now_ms);
+    let local = state.limiter.local(&record.key_hash);
+    let mut step = lock(&local).step(&policy, window.index);
+    for _ in 0..MAX_LEASES {
+        let Step::Lease { tokens } = step else { break };
+        let lease = state
+            .store
+            .rate_lease(
+                &record.key_hash,
+                window.index,
+                window.ends_ms / 1000,
+                tokens,
+                policy.quota,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "rate limit lease failed; admitting (fail open)");
+                Lease::Failed
+            });
+        let mut local = lock(&local);
+        local.leased(window.index, lease);
+        step = local.step(&policy, window.index);
+    }
+    let reset = window.reset_secs(now_ms);
+    match step {
+        Step::Admit { remaining } => {
+            let mut response = next.run(request).await;
+            set_headers(response.headers_mut(), &policy, remaining, reset);
+            response
+        }
+        // Refused, or still leasing after MAX_LEASES (a window racing to its end).
+        Step::Refuse | Step::Lease { .. } => {
+            let mut response = ApiError::RateLimited {
+                retry_after_seconds: reset,
+            }
+            .into_response();
+            let headers = response.headers_mut();
+            set_headers(headers, &policy, 0, reset);
+            headers.insert(RETRY_AFTER, HeaderValue::from(reset));
+            response
+        }
+    }
+}
+
+fn lock(local: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
+    local
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn set_headers(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: u64) {
+    for (name, value) in [
+        ("ratelimit-policy", policy.policy_header()),
+        ("ratelimit", policy.state_header(remaining, reset)),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// The account's plan (its own subscription; free without one), read once per
+/// [`crate::ratelimit::PLAN_TTL`]. A failed read fails open: the most generous plan, not
+/// remembered.
+async fn plan(state: &AppState, account: &str) -> Tier {
+    if let Some(tier) = state.limiter.plan(account) {
+        return tier;
+    }
+    let now = state.clock.now().unix_timestamp();
+    match state.store.subscription(account, "self").await {
+        Ok(record) => {
+            let tier = plan_of(record.as_ref(), now, state.store.access_grace_secs()).tier();
+            state.limiter.remember_plan(account, tier);
+            tier
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, account, "reading the plan for the rate limit; admitting as enterprise");
+            Tier::Enterprise
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Per-key rate limits by plan, through the whole stack: the spec's 429 with `Retry-After`
+//! and the RateLimit headers, recovery after the window, a paid plan's higher limit, two
+//! instances sharing one window, and a limiter whose DynamoDB fails (open, never a 5xx).
+
+use devkit::TestApp;
+use reqwest::Method;
+use serde_json::Value;
+use shared::clock::ManualClock;
+use shared::config::Stage;
+use shared::ratelimit::Limiter;
+use shared::store::SyncedState;
+use shared::stripe::SubscriptionSnapshot;
+use shared::subscriptions::SubscriptionStatus;
+use std::collections::HashMap;
+use tower::ServiceExt;
+
+const PATH: &str = "/v1/credits/packs";
+
+/// A clock at the start of a 4-second window, so every request of a test falls in it.
+fn window_start() -> std::sync::Arc<ManualClock> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let start = now - now.rem_euclid(4) + 4;
+    ManualClock::new(time::OffsetDateTime::from_unix_timestamp(start).expect("a time"))
+}
+
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+async fn call(app: &TestApp, key: &str) -> Answer {
+    let response = app.send_as(key, Method::GET, PATH, None).await;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = response.json().await.unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_free_key_past_its_burst_gets_429s_in_the_spec_shape_then_recovers() {
+    let clock = window_start();
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    let key = app.issue_key("acct_free_1", Stage::Test).await;
+    let mut answers = Vec::new();
+    for _ in 0..25 {
+        answers.push(call(&app, &key).await);
+    }
+    let admitted = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(admitted, 20, "the free plan's burst");
+    let first = &answers[0];
+    assert_eq!(first.headers["ratelimit-policy"], "\"free\";q=20;w=4");
+    assert_eq!(first.headers["ratelimit"], "\"free\";r=19;t=4");
+    assert_eq!(answers[19].headers["ratelimit"], "\"free\";r=0;t=4");
+    for refused in &answers[20..] {
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.headers["retry-after"], "4");
+        assert_eq!(refused.headers["ratelimit"], "\"free\";r=0;t=4");
+        assert_eq!(refused.headers["ratelimit-policy"], "\"free\";q=20;w=4");
+        let error = &refused.body["error"];
+        assert_eq!(error["code"], "rate_limited", "{}", refused.body);
+        assert_eq!(error["retry_after_seconds"], 4);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Retry-After later, the key is admitted again.
+    clock.advance(time::Duration::seconds(4));
+    let again = call(&app, &key).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.headers["ratelimit"], "\"free\";r=19;t=4");
+}
+
+#[tokio::test]
+async fn a_pro_key_at_the_same_rate_is_not_limited() {
+    let clock = window_start();
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    let key = app.issue_key("acct_pro_1", Stage::Test).await;
+    let now = clock_now(&app);
+    let snapshot = SubscriptionSnapshot {
+        id: "sub_rl".into(),
+        customer_id: "cus_rl".into(),
+        status: SubscriptionStatus::Active,
+        tier: Some(shared::catalog::Tier::Pro),
+        item_id: Some("si_rl".into()),
+        price_id: None,
+        current_period_start: Some(now - 86_400),
+        current_period_end: Some(now + 29 * 86_400),
+        cancel_at_period_end: false,
+        created: now - 86_400,
+        metadata: HashMap::new(),
+        default_payment_method: None,
+    };
+    let synced = SyncedState {
+        snapshot: &snapshot,
+        synced_at_ms: now * 1000,
+        payment_error: None,
+    };
+    app.state
+        .store
+        .sync_subscription("acct_pro_1", "self", &synced)
+        .await
+        .expect("the plan is stored");
+    for i in 0..25 {
+        let a = call(&app, &key).await;
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+        assert_eq!(a.headers["ratelimit-policy"], "\"pro\";q=200;w=4");
+    }
+}
+
+fn clock_now(app: &TestApp) -> i64 {
+    app.state.clock.now().unix_timestamp()
+}
+
+#[tokio::test]
+async fn two_instances_sharing_one_table_together_admit_no_more_than_the_window() {
+    let clock = window_start();
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    let key = app.issue_key("acct_free_2", Stage::Test).await;
+    // A second instance: the same tables, a limiter of its own.
+    let other = local::router(shared::AppState {
+        limiter: Limiter::default(),
+        ..app.state.clone()
+    });
+    let mut admitted = 0;
+    for i in 0..60 {
+        let status = if i % 2 == 0 {
+            call(&app, &key).await.status
+        } else {
+            let request = axum::http::Request::get(PATH)
+                .header("authorization", format!("Bearer {key}"))
+                .body(axum::body::Body::empty())
+                .expect("a request");
+            other
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("an answer")
+                .status()
+                .as_u16()
+        };
+        assert!(status == 200 || status == 429, "{status}");
+        admitted += usize::from(status == 200);
+    }
+    // The bound: the window's quota, whatever the instances (README); each may strand fewer
+    // than a batch (2 tokens) of leased tokens.
+    assert!(admitted <= 20, "{admitted} admitted");
+    assert!(admitted >= 18, "{admitted} admitted");
+}
+
+#[tokio::test]
+async fn a_limiter_whose_dynamodb_fails_never_answers_5xx() {
+    let clock = window_start();
+    let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
+    let key = app.issue_key("acct_free_3", Stage::Test).await;
+    // Every lease fails (the handler of this route makes no DynamoDB call of its own).
+    app.dynamodb_faults.arm("UpdateItem", 0, 1_000);
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(call(&app, &key).await.status);
+    }
+    assert!(statuses.iter().all(|s| *s < 500), "{statuses:?}");
+    // Open for the window, within one quota of this instance's own.
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20);
+    // DynamoDB back, next window: leases again.
+    app.dynamodb_faults.clear();
+    clock.advance(time::Duration::seconds(4));
+    let a = call(&app, &key).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["ratelimit"], "\"free\";r=19;t=4");
+}
