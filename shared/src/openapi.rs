@@ -41,6 +41,7 @@ pub fn components() -> utoipa::openapi::Components {
         .response_from::<IdempotencyKeyReused>()
         .response_from::<UpstreamUnavailable>()
         .response_from::<InternalError>()
+        .response_from::<RateLimited>()
         .build()
 }
 
@@ -163,6 +164,51 @@ pub struct IdempotencyKeyReused(pub ErrorBody);
     )
 )]
 pub struct UpstreamUnavailable(pub ErrorBody);
+
+/// 429 `rate_limited`: the API key's plan allows no more requests in this window.
+#[derive(ToResponse)]
+#[response(
+    description = "`rate_limited`: this API key's plan allows no more requests until the window ends",
+    headers(
+        ("Retry-After" = u64, description = "Seconds until the key may call again"),
+        ("RateLimit-Policy" = String, description = "The key's policy: `\"<plan>\";q=<requests per window>;w=<window seconds>`"),
+        ("RateLimit" = String, description = "What is left: `\"<plan>\";r=<remaining>;t=<seconds to the window's end>`"),
+    ),
+    examples(
+        ("rate_limited" = (value = json!({"error": {"code": "rate_limited",
+            "message": "Too many requests for this API key's plan; retry in 3 s. The RateLimit headers show the budget.",
+            "retry_after_seconds": 3}}))),
+    )
+)]
+pub struct RateLimited(pub ErrorBody);
+
+/// The rate-limit headers every response of a limited operation carries.
+pub fn rate_limit_headers() -> Vec<(String, utoipa::openapi::header::Header)> {
+    use utoipa::openapi::header::HeaderBuilder;
+    [
+        (
+            "RateLimit-Policy",
+            "The API key's policy (IETF httpapi ratelimit-headers): `\"<plan>\";q=<requests per window>;w=<window seconds>`, e.g. `\"free\";q=20;w=4`",
+        ),
+        (
+            "RateLimit",
+            "What is left of the window: `\"<plan>\";r=<remaining>;t=<seconds to its end>`, e.g. `\"free\";r=13;t=3`",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, description)| {
+        (
+            name.to_string(),
+            HeaderBuilder::new()
+                .schema(Some(utoipa::openapi::Object::with_type(
+                    utoipa::openapi::Type::String,
+                )))
+                .description(Some(description))
+                .build(),
+        )
+    })
+    .collect()
+}
 
 /// 500 `internal_error`.
 #[derive(ToResponse)]

@@ -23,7 +23,7 @@ use shared::{ApiError, AppState};
 use utoipa::{OpenApi, ToSchema};
 
 /// The path of the OpenAPI document.
-pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+pub use shared::http::OPENAPI_PATH;
 
 /// The whole API's OpenAPI document as committed (`make openapi` regenerates it from the
 /// handlers' annotations; a test of `tools/openapi` fails when it is stale).

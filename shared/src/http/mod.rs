@@ -21,6 +21,9 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+/// Where the OpenAPI document is served (billing function).
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
 /// Largest request body the API reads. Every request body of the spec is far smaller.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 

@@ -1,8 +1,8 @@
 //! The rate-limit middleware: every request with a valid API key is admitted or refused by
 //! its key's policy (`crate::ratelimit`), and its response carries `RateLimit-Policy` and
-//! `RateLimit`. A refusal is 429 `rate_limited` with `Retry-After`. Requests without a valid
-//! key are not limited here: they are answered 401, or are Stripe's webhook (authenticated
-//! by its signature).
+//! `RateLimit`. A refusal is 429 `rate_limited` with `Retry-After`. Not limited: Stripe's
+//! webhook (its signature is its authentication), the OpenAPI document, and requests without
+//! a valid key (they are answered 401).
 
 use crate::catalog::Tier;
 use crate::error::ApiError;
@@ -19,7 +19,13 @@ use std::sync::Mutex;
 /// Most leases one request may ask for (a full batch, then single tokens).
 const MAX_LEASES: usize = 3;
 
+/// The routes no key's limit applies to.
+const EXEMPT: [&str; 2] = [crate::stripe::WEBHOOK_PATH, super::OPENAPI_PATH];
+
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if EXEMPT.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let header = request
         .headers()
         .get(AUTHORIZATION)

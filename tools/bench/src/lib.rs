@@ -12,6 +12,7 @@
 
 pub mod cold;
 pub mod endpoints;
+pub mod limits;
 pub mod load;
 pub mod machine;
 pub mod report;
@@ -93,6 +94,9 @@ pub enum Section {
     /// what loading the native root certificates costs a cold start.
     Roots,
     Warm,
+    /// Keys of the free and pro plans driven past the free plan's rate: what the limiter
+    /// admits, and its DynamoDB calls per request.
+    Limits,
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -129,7 +133,11 @@ pub struct Options {
     #[arg(long, default_value_t = 8)]
     pub worker_threads: usize,
     /// The sections to run.
-    #[arg(long, value_delimiter = ',', default_value = "sizes,cold,roots,warm")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sizes,cold,roots,warm,limits"
+    )]
     pub only: Vec<Section>,
     /// The JSON results (every number of the tables, and the machine).
     #[arg(long, default_value = "bench/results.json")]
@@ -179,7 +187,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         )?);
         progress.inc(1);
     }
-    if options.has(Section::Cold) || options.has(Section::Roots) || options.has(Section::Warm) {
+    if options.has(Section::Cold)
+        || options.has(Section::Roots)
+        || options.has(Section::Warm)
+        || options.has(Section::Limits)
+    {
         progress.set_message("starting the local stack");
         let counter = devkit::CallCounter::new();
         let dir = tempfile::tempdir().context("a directory for the local stack")?;
@@ -210,6 +222,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 let seeded = seed::seed(&stack).await?;
                 report.endpoints =
                     Some(warm::measure(options, &stack, &seeded, &counter, &progress).await?);
+            }
+            if options.has(Section::Limits) {
+                progress.set_message("the rate limiter under load");
+                report.limits =
+                    Some(limits::measure(&stack, &counter, &options.path(&options.oha)).await?);
+                progress.inc(1);
             }
             anyhow::Ok(())
         }
@@ -242,6 +260,9 @@ fn progress_bar(options: &Options) -> ProgressBar {
         if options.has(section) {
             steps += BINARIES.len() * (options.cold_runs + 1);
         }
+    }
+    if options.has(Section::Limits) {
+        steps += 1;
     }
     if options.has(Section::Warm) {
         steps += endpoints::ENDPOINTS.len() * 2 * options.connections.len();

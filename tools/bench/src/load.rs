@@ -45,6 +45,17 @@ pub async fn oha(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<OhaRun> {
+    oha_at_rate(oha, request, connections, duration, None).await
+}
+
+/// [`oha`], sending at most `qps` requests per second in all when given (oha's `-q`).
+pub async fn oha_at_rate(
+    oha: &Path,
+    request: &HttpRequest,
+    connections: usize,
+    duration: Duration,
+    qps: Option<u32>,
+) -> anyhow::Result<OhaRun> {
     let mut command = tokio::process::Command::new(oha);
     command
         .arg("--no-tui")
@@ -53,6 +64,9 @@ pub async fn oha(
         .args(["-z", &format!("{}ms", duration.as_millis())])
         .arg("-w")
         .args(["-m", request.method]);
+    if let Some(qps) = qps {
+        command.args(["-q", &qps.to_string()]);
+    }
     for (name, value) in &request.headers {
         command.args(["-H", &format!("{name}: {value}")]);
     }

@@ -18,6 +18,7 @@ pub struct Report {
     /// The same cold starts with an empty OS trust store (the `roots` section).
     pub cold_starts_without_native_roots: Option<Vec<ColdRow>>,
     pub endpoints: Option<Vec<EndpointRow>>,
+    pub limits: Option<Vec<crate::limits::LimitRow>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +59,7 @@ impl Report {
             cold_starts: None,
             cold_starts_without_native_roots: None,
             endpoints: None,
+            limits: None,
         }
     }
 
@@ -114,6 +116,9 @@ impl Report {
         if let Some(rows) = &self.endpoints {
             warm_table(&mut out, rows, &self.settings, m.cores);
             calls_table(&mut out, rows);
+        }
+        if let Some(rows) = &self.limits {
+            limits_table(&mut out, rows);
         }
         out
     }
@@ -263,6 +268,49 @@ fn warm_table(out: &mut String, rows: &[EndpointRow], settings: &Settings, cores
         }
         out.push('\n');
     }
+}
+
+fn limits_table(out: &mut String, rows: &[crate::limits::LimitRow]) {
+    let _ = writeln!(
+        out,
+        "### Rate limits under load\n\n\
+         oha at {} requests/s over 2 connections for {} s on `GET /v1/billing/tiers` (no \
+         DynamoDB call of its own) with a key of each plan. Bound: `rate + 2 × quota / T` per \
+         second over `T` s (README). Calls: the limiter's (token leases, the plan's read) per \
+         request.\n\n\
+         | Plan | RateLimit-Policy | Requests | Admitted | Refused (429) | Admitted/s | Bound/s | Within | DynamoDB calls/request | By operation | p99 ms |\n\
+         |---|---|---:|---:|---:|---:|---:|:---:|---:|---|---:|",
+        crate::limits::OFFERED_RPS,
+        crate::limits::RUN.as_secs()
+    );
+    for r in rows {
+        let by_op = r
+            .calls
+            .iter()
+            .map(|(op, n)| format!("{op} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} | {} | {:.1} | {:.1} | {} | {:.3} | {} | {:.2} |",
+            r.plan,
+            r.policy,
+            r.requests,
+            r.admitted,
+            r.refused,
+            r.admitted_per_sec,
+            r.bound_per_sec,
+            yes_no(r.within_bound),
+            r.calls_per_request,
+            if by_op.is_empty() {
+                "–".into()
+            } else {
+                by_op
+            },
+            r.p99_ms
+        );
+    }
+    out.push('\n');
 }
 
 fn calls_table(out: &mut String, rows: &[EndpointRow]) {

@@ -109,6 +109,25 @@ pub async fn count_calls(
     Ok(counter.take())
 }
 
+/// The calls of one request with everything warm: the fewest of three requests, so a
+/// rate-limit lease (one UpdateItem when a new window starts, amortized over the window:
+/// see `rate_limiter_calls`) does not count against the endpoint.
+pub async fn count_warm_calls(
+    http: &reqwest::Client,
+    request: &HttpRequest,
+    counter: &CallCounter,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut fewest: Option<BTreeMap<String, u64>> = None;
+    for _ in 0..3 {
+        let calls = count_calls(http, request, counter).await?;
+        let total = |c: &BTreeMap<String, u64>| c.values().sum::<u64>();
+        if fewest.as_ref().is_none_or(|f| total(&calls) < total(f)) {
+            fewest = Some(calls);
+        }
+    }
+    Ok(fewest.unwrap_or_default())
+}
+
 pub async fn measure(
     options: &Options,
     stack: &Stack,

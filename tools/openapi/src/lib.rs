@@ -75,7 +75,42 @@ pub fn document() -> OpenApi {
     ] {
         doc.merge(part);
     }
+    limit_keyed_operations(&mut doc);
     doc
+}
+
+/// Every operation that takes an API key is rate-limited per key: it may answer 429
+/// `rate_limited`, and its responses carry `RateLimit-Policy` and `RateLimit` (the shared
+/// responses, by reference, describe their own bodies only).
+fn limit_keyed_operations(doc: &mut OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            if !op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                continue;
+            }
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.headers.extend(
+                        shared::openapi::rate_limit_headers()
+                            .into_iter()
+                            .map(|(name, header)| (name, RefOr::T(header))),
+                    );
+                }
+            }
+            op.responses.responses.insert(
+                "429".to_string(),
+                RefOr::Ref(Ref::from_response_name("RateLimited")),
+            );
+        }
+    }
 }
 
 /// The document as the committed file holds it: pretty JSON with a trailing newline.
