@@ -93,7 +93,7 @@ fn limit_keyed_operations(doc: &mut OpenApi) {
             &mut item.patch,
         ];
         for op in operations.into_iter().flatten() {
-            if !op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+            if op.security.as_ref().is_none_or(|s| s.is_empty()) {
                 continue;
             }
             for response in op.responses.responses.values_mut() {
