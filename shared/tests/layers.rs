@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Every module of `shared`, by layer (0: domain, 1: adapters, 2: HTTP plumbing).
-const LAYERS: [(&str, u8); 34] = [
+const LAYERS: [(&str, u8); 37] = [
     ("catalog", 0),
     ("clock", 0),
     ("config", 0),
@@ -18,10 +18,13 @@ const LAYERS: [(&str, u8); 34] = [
     ("ledger::rules", 0),
     ("metering", 0),
     ("metering::rules", 0),
+    // The limiter's pure rules and its per-instance memory (caches, no I/O).
+    ("ratelimit", 0),
     ("store", 1),
     ("keys", 1),
     ("ledger::store", 1),
     ("metering::store", 1),
+    ("ratelimit::store", 1),
     ("stripe", 1),
     ("stripe::client", 1),
     ("stripe::checkout", 1),
@@ -33,6 +36,7 @@ const LAYERS: [(&str, u8); 34] = [
     ("auth", 2),
     ("http", 2),
     ("http::idempotency", 2),
+    ("http::ratelimit", 2),
     ("openapi", 2),
     ("query", 2),
     ("state", 2),

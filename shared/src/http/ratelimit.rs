@@ -7,14 +7,13 @@
 use crate::catalog::Tier;
 use crate::error::ApiError;
 use crate::metering::plan_of;
-use crate::ratelimit::{Lease, Local, Policy, Step};
+use crate::ratelimit::{Lease, Policy, Step};
 use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::Mutex;
 
 /// Most leases one request may ask for (a full batch, then single tokens).
 const MAX_LEASES: usize = 3;
@@ -47,27 +46,30 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let now_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
     let window = policy.window(now_ms);
     let local = state.limiter.local(&record.key_hash);
-    let mut step = lock(&local).step(&policy, window.index);
-    for _ in 0..MAX_LEASES {
-        let Step::Lease { tokens } = step else { break };
-        let lease = state
-            .store
-            .rate_lease(
-                &record.key_hash,
-                window.index,
-                window.ends_ms / 1000,
-                tokens,
-                policy.quota,
-            )
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "rate limit lease failed; admitting (fail open)");
-                Lease::Failed
-            });
-        let mut local = lock(&local);
-        local.leased(window.index, lease);
-        step = local.step(&policy, window.index);
-    }
+    let step = {
+        let mut local = local.lock().await;
+        let mut step = local.step(&policy, window.index);
+        for _ in 0..MAX_LEASES {
+            let Step::Lease { tokens } = step else { break };
+            let lease = state
+                .store
+                .rate_lease(
+                    &record.key_hash,
+                    window.index,
+                    window.ends_ms / 1000,
+                    tokens,
+                    policy.quota,
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "rate limit lease failed; admitting (fail open)");
+                    Lease::Failed
+                });
+            local.leased(window.index, lease);
+            step = local.step(&policy, window.index);
+        }
+        step
+    };
     let reset = window.reset_secs(now_ms);
     match step {
         Step::Admit { remaining } => {
@@ -87,12 +89,6 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
             response
         }
     }
-}
-
-fn lock(local: &Mutex<Local>) -> std::sync::MutexGuard<'_, Local> {
-    local
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn set_headers(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: u64) {

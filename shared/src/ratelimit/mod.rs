@@ -25,8 +25,9 @@
 pub mod store;
 
 use crate::catalog::{RateLimit, Tier};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 /// How long an instance trusts the plan it read for an account: a plan change moves the
 /// account's limits within this.
@@ -57,7 +58,9 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    /// The instance's share of `key_hash`'s windows.
+    /// The instance's share of `key_hash`'s windows. Its lock is held across a lease, so
+    /// concurrent requests of one key on one instance wait for the lease in flight instead of
+    /// racing to lease the window away.
     pub fn local(&self, key_hash: &str) -> Arc<Mutex<Local>> {
         self.locals.get_with(key_hash.to_string(), || {
             Arc::new(Mutex::new(Local::default()))

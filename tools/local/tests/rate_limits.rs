@@ -175,3 +175,23 @@ async fn a_limiter_whose_dynamodb_fails_never_answers_5xx() {
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["ratelimit"], "\"free\";r=19;t=4");
 }
+
+#[tokio::test]
+async fn concurrent_requests_of_one_key_wait_for_the_lease_in_flight() {
+    let clock = window_start();
+    let app = std::sync::Arc::new(TestApp::spawn_with_clock(clock, local::router).await);
+    // The tests' internal key: 400 000 a window, leased 40 000 at a time. 200 requests at
+    // once must each find the tokens another leased, not race it: ten racing leases take the
+    // whole window, and the requests whose lease was refused first would be refused too.
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { call(&app, &app.api_key).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("a task"));
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
