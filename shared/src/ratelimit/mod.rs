@@ -8,13 +8,15 @@
 //! sustained.
 //!
 //! **Across instances.** Each instance leases tokens from the key's window item in
-//! DynamoDB, `batch` at a time (a tenth of the quota), with one conditional update that
-//! never lets the window's count pass the quota; it admits requests from its leased tokens
-//! without another call. When a full batch no longer fits, it leases one token at a time;
-//! when none fits, it refuses until the window ends, without calling DynamoDB again. So
-//! while DynamoDB answers, **a window admits at most `quota` requests whatever the number
-//! of instances** (tokens leased and unused are lost, never lent twice): over any `T`
-//! seconds at most `rate × T + 2 × quota` (two windows' boundaries).
+//! DynamoDB with one conditional update that never lets the window's count pass the quota,
+//! and admits requests from its leased tokens without another call. Its leases start at one
+//! token each window and double with each lease, up to a tenth of the quota (`batch`), so
+//! an instance that serves few requests holds few tokens: one that served `k` requests in a
+//! window strands fewer than `k + 1`. When a lease no longer fits, it leases one token at a
+//! time; when none fits, it refuses until the window ends, without calling DynamoDB again.
+//! So while DynamoDB answers, **a window admits at most `quota` requests whatever the
+//! number of instances** (tokens leased and unused are lost, never lent twice): over any
+//! `T` seconds at most `rate × T + 2 × quota` (two windows' boundaries).
 //!
 //! **Faults.** A lease that fails (DynamoDB unreachable, throttled) fails *open*: the
 //! instance admits up to `quota` requests of its own for the rest of that window only, then
@@ -113,7 +115,7 @@ impl Policy {
         }
     }
 
-    /// Tokens leased at a time: a tenth of the quota, at least one.
+    /// The largest lease: a tenth of the quota, at least one.
     pub fn batch(&self) -> u32 {
         (self.quota / 10).max(1)
     }
@@ -168,6 +170,8 @@ pub struct Local {
     tokens: u32,
     /// The window's count after this instance's last lease.
     used: u32,
+    /// The next lease's size (0: one token): doubles with each lease, up to the batch.
+    size: u32,
     /// A full batch no longer fits: lease one token at a time.
     single: bool,
     /// Not even one token fits: refuse until the window ends.
@@ -208,7 +212,11 @@ impl Local {
             return Step::Refuse;
         }
         Step::Lease {
-            tokens: if self.single { 1 } else { policy.batch() },
+            tokens: if self.single {
+                1
+            } else {
+                self.size.clamp(1, policy.batch())
+            },
         }
     }
 
@@ -219,6 +227,7 @@ impl Local {
             Lease::Granted { tokens, used } => {
                 self.tokens += tokens;
                 self.used = self.used.max(used);
+                self.size = tokens.saturating_mul(2);
             }
             Lease::Refused { tokens } if tokens > 1 => self.single = true,
             Lease::Refused { .. } => self.exhausted = true,
@@ -319,23 +328,55 @@ mod tests {
         assert_eq!(run(&mut local, &p, 7, &mut used, 25), 20);
         assert_eq!(local.step(&p, 7), Step::Refuse, "no lease asked");
         let mut fresh = Local::default();
-        assert_eq!(fresh.step(&p, 8), Step::Lease { tokens: 2 });
-        fresh.leased(8, Lease::Granted { tokens: 2, used: 2 });
+        assert_eq!(fresh.step(&p, 8), Step::Lease { tokens: 1 });
+        fresh.leased(8, Lease::Granted { tokens: 1, used: 1 });
         assert_eq!(fresh.step(&p, 8), Step::Admit { remaining: 19 });
+        assert_eq!(fresh.step(&p, 8), Step::Lease { tokens: 2 });
+        fresh.leased(8, Lease::Granted { tokens: 2, used: 3 });
         assert_eq!(fresh.step(&p, 8), Step::Admit { remaining: 18 });
+        assert_eq!(fresh.step(&p, 8), Step::Admit { remaining: 17 });
     }
 
     #[test]
     fn a_failed_lease_fails_open_for_one_quota_in_that_window_only() {
         let p = Policy::new("free", FREE);
         let mut local = Local::default();
-        assert_eq!(local.step(&p, 3), Step::Lease { tokens: 2 });
+        assert_eq!(local.step(&p, 3), Step::Lease { tokens: 1 });
         local.leased(3, Lease::Failed);
         let admitted = (0..30)
             .filter(|_| matches!(local.step(&p, 3), Step::Admit { .. }))
             .count();
         assert_eq!(admitted, 20, "one quota of its own, no more");
         // The next window asks DynamoDB again.
-        assert_eq!(local.step(&p, 4), Step::Lease { tokens: 2 });
+        assert_eq!(local.step(&p, 4), Step::Lease { tokens: 1 });
+    }
+
+    #[test]
+    fn leases_grow_with_an_instances_demand_so_a_quiet_one_strands_little() {
+        let p = Policy::new(
+            "pro",
+            RateLimit {
+                rate: 50,
+                burst: 200,
+            },
+        );
+        // A hundred short-lived instances serving one request each: each leases one token,
+        // so together they take a hundred of the window's 200, not the whole window.
+        let mut used = 0;
+        for _ in 0..100 {
+            assert_eq!(run(&mut Local::default(), &p, 1, &mut used, 1), 1);
+        }
+        assert_eq!(used, 100);
+        // A busy instance's leases double: 1, 2, 4, 8, 16, then the batch (20) each time.
+        let mut busy = Local::default();
+        let mut used = 0;
+        let mut sizes = Vec::new();
+        for _ in 0..60 {
+            if let Step::Lease { tokens } = busy.clone().step(&p, 1) {
+                sizes.push(tokens);
+            }
+            run(&mut busy, &p, 1, &mut used, 1);
+        }
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 20, 20]);
     }
 }
