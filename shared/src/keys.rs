@@ -221,18 +221,14 @@ pub async fn revoke(
 
 /// The API-key adapter: the ApiKeys table.
 impl Store {
+    /// The key with this hash (eventually consistent: a key is read often and changes
+    /// rarely; the auth cache holds it for seconds anyway).
     pub async fn api_key(&self, key_hash: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.table(Table::ApiKeys))
-            .key("key_hash", AttributeValue::S(key_hash.to_string()))
-            .send()
-            .await
-            .map_err(sdk)?;
-        out.item
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .transpose()
+        let key = std::collections::HashMap::from([(
+            "key_hash".to_string(),
+            AttributeValue::S(key_hash.to_string()),
+        )]);
+        self.get_decoded(Table::ApiKeys, key, false).await
     }
 
     pub async fn insert_api_key(&self, record: &KeyRecord) -> Result<(), StoreError> {

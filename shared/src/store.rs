@@ -244,24 +244,39 @@ impl Store {
         ])
     }
 
-    /// A subject's plan item (strongly consistent: it decides what a caller may do).
-    pub async fn subscription(
+    /// The item of `table` at `key`, decoded; `None` when there is none.
+    pub(crate) async fn get_decoded<T: serde::de::DeserializeOwned>(
         &self,
-        account: &str,
-        subject: &str,
-    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        table: Table,
+        key: Item,
+        consistent: bool,
+    ) -> Result<Option<T>, StoreError> {
         let out = self
             .client
             .get_item()
-            .table_name(self.table(Table::Subscriptions))
-            .set_key(Some(Self::subscription_key(account, subject)))
-            .consistent_read(true)
+            .table_name(self.table(table))
+            .set_key(Some(key))
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(sdk)?;
         out.item
             .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
             .transpose()
+    }
+
+    /// A subject's plan item (strongly consistent: it decides what a caller may do).
+    pub async fn subscription(
+        &self,
+        account: &str,
+        subject: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        self.get_decoded(
+            Table::Subscriptions,
+            Self::subscription_key(account, subject),
+            true,
+        )
+        .await
     }
 
     /// Records the subject's Stripe customer unless it has one; returns the one it has, so two

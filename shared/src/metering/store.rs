@@ -227,18 +227,12 @@ impl Store {
         analysis_id: &str,
     ) -> Result<Option<AnalysisRecord>, StoreError> {
         check_id("an analysis id", analysis_id)?;
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.usage_table())
-            .set_key(Some(item_key(&key.pk(), &marker_sk(analysis_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk)?;
-        out.item
-            .map(|item| serde_dynamo::from_item(item).map_err(corrupt))
-            .transpose()
+        self.get_decoded(
+            Table::Usage,
+            item_key(&key.pk(), &marker_sk(analysis_id)),
+            true,
+        )
+        .await
     }
 
     /// The counter of `meter` for `period_key` (0 when nothing was counted; 1 consistent read).

@@ -13,11 +13,8 @@ use shared::clock::SystemClock;
 use shared::config::Stage;
 use shared::keys::{self, AccountId};
 use shared::ratelimit::Policy;
-use shared::store::{Store, SyncedState};
-use shared::stripe::SubscriptionSnapshot;
-use shared::subscriptions::SubscriptionStatus;
+use shared::store::Store;
 use shared::tables::TableNames;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,7 +58,8 @@ pub async fn measure(
         let id = AccountId::parse(&account).map_err(anyhow::Error::msg)?;
         let (key, _) = keys::issue(&store, &SystemClock, &id, Stage::Test, None).await?;
         if tier != Tier::Free {
-            subscribe(&store, &account, tier).await?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            devkit::store_plan(&store, &account, "self", tier, now).await?;
         }
         let request = HttpRequest {
             method: "GET",
@@ -107,33 +105,4 @@ pub async fn measure(
         });
     }
     Ok(rows)
-}
-
-/// The account's own plan: `tier`, active, in its first day.
-async fn subscribe(store: &Store, account: &str, tier: Tier) -> anyhow::Result<()> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let snapshot = SubscriptionSnapshot {
-        id: format!("sub_bench_{}", tier.as_str()),
-        customer_id: format!("cus_bench_{}", tier.as_str()),
-        status: SubscriptionStatus::Active,
-        tier: Some(tier),
-        item_id: None,
-        price_id: None,
-        current_period_start: Some(now - 3600),
-        current_period_end: Some(now + 30 * 86_400),
-        cancel_at_period_end: false,
-        created: now - 3600,
-        metadata: HashMap::new(),
-        default_payment_method: None,
-    };
-    let synced = SyncedState {
-        snapshot: &snapshot,
-        synced_at_ms: now * 1000,
-        payment_error: None,
-    };
-    store
-        .sync_subscription(account, "self", &synced)
-        .await?
-        .context("the plan was not written")?;
-    Ok(())
 }

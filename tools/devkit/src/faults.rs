@@ -50,6 +50,8 @@ impl DynamoFault {
 struct Rule {
     /// `None`: any operation.
     operation: Option<String>,
+    /// `Some`: only calls naming this table (`"TableName"` in the request).
+    table: Option<String>,
     fault: DynamoFault,
     /// Matching calls to let through first.
     skip: u32,
@@ -90,7 +92,23 @@ impl DynamoFaults {
         }
         self.lock().push(Rule {
             operation: operation.map(str::to_string),
+            table: None,
             fault,
+            skip,
+            fail,
+        });
+    }
+
+    /// As [`DynamoFaults::arm`], counting only the calls of `operation` on `table` (its
+    /// deployed name): other calls of the operation, on other tables, go through.
+    pub fn arm_on_table(&self, operation: &str, table: &str, skip: u32, fail: u32) {
+        if fail == 0 {
+            return;
+        }
+        self.lock().push(Rule {
+            operation: Some(operation.to_string()),
+            table: Some(table.to_string()),
+            fault: DynamoFault::Unreachable,
             skip,
             fail,
         });
@@ -115,12 +133,16 @@ impl DynamoFaults {
         self.rules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The fault the next call of `operation` takes, if one is armed for it.
-    fn choose(&self, operation: &str) -> Option<DynamoFault> {
+    /// The fault the next call of `operation` (whose request body is `body`) takes, if one
+    /// is armed for it.
+    fn choose(&self, operation: &str, body: &str) -> Option<DynamoFault> {
         let mut rules = self.lock();
-        let index = rules
-            .iter()
-            .position(|r| r.operation.as_deref().is_none_or(|o| o == operation))?;
+        let index = rules.iter().position(|r| {
+            r.operation.as_deref().is_none_or(|o| o == operation)
+                && r.table
+                    .as_deref()
+                    .is_none_or(|t| body.contains(&format!("\"TableName\":\"{t}\"")))
+        })?;
         let rule = &mut rules[index];
         if rule.skip > 0 {
             rule.skip -= 1;
@@ -167,7 +189,13 @@ impl Intercept for DynamoFaults {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let operation = cfg.load::<Metadata>().map_or("unknown", Metadata::name);
-        let Some(fault) = self.choose(operation) else {
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let Some(fault) = self.choose(operation, &body) else {
             return Ok(());
         };
         let fault = match fault {

@@ -84,6 +84,42 @@ pub fn intercepted_client(
     )
 }
 
+/// Stores `tier` as the plan of `account`'s `subject` (`self`: the account's own), active
+/// and in its first hour, as a Stripe read would: for tests and benches that need a plan
+/// without a Checkout.
+pub async fn store_plan(
+    store: &shared::store::Store,
+    account: &str,
+    subject: &str,
+    tier: shared::catalog::Tier,
+    now: i64,
+) -> anyhow::Result<()> {
+    let snapshot = shared::stripe::SubscriptionSnapshot {
+        id: format!("sub_{account}_{}", tier.as_str()),
+        customer_id: format!("cus_{account}"),
+        status: shared::subscriptions::SubscriptionStatus::Active,
+        tier: Some(tier),
+        item_id: None,
+        price_id: tier.info().stripe_price_id.map(str::to_string),
+        current_period_start: Some(now - 3600),
+        current_period_end: Some(now + 30 * 86_400),
+        cancel_at_period_end: false,
+        created: now - 3600,
+        metadata: std::collections::HashMap::new(),
+        default_payment_method: None,
+    };
+    let synced = shared::store::SyncedState {
+        snapshot: &snapshot,
+        synced_at_ms: now * 1000,
+        payment_error: None,
+    };
+    store
+        .sync_subscription(account, subject, &synced)
+        .await?
+        .context("the plan was not written")?;
+    Ok(())
+}
+
 /// The Stripe keys of the local stack: any test key works with the emulator, and the
 /// webhook secret is the emulator's.
 pub fn local_stripe_keys() -> StripeKeys {

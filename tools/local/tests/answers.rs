@@ -157,8 +157,10 @@ async fn an_access_whose_answer_was_not_stored_is_replayed_not_run_again() {
 async fn a_key_that_could_not_be_checked_never_runs_a_request_without_its_idempotency_key() {
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
-    // The API key's first lookup fails (the keys table unreachable for a moment).
-    app.dynamodb_faults.arm("GetItem", 0, 1);
+    // The API key's first lookups fail (the keys table unreachable for a moment): the rate
+    // limiter's, which lets the request on (a limiter fault fails open), then the
+    // idempotency layer's.
+    app.dynamodb_faults.arm("GetItem", 0, 2);
     let body = json!({"external_user_id": "alice", "pack_type": "medium",
                       "success_url": "https://yourapp.com/ok", "cancel_url": "https://yourapp.com/no"});
     // A client retries what got no final answer, with the same key.

@@ -8,9 +8,6 @@ use serde_json::Value;
 use shared::clock::ManualClock;
 use shared::config::Stage;
 use shared::ratelimit::Limiter;
-use shared::store::SyncedState;
-use shared::stripe::SubscriptionSnapshot;
-use shared::subscriptions::SubscriptionStatus;
 use std::collections::HashMap;
 use tower::ServiceExt;
 
@@ -82,31 +79,15 @@ async fn a_pro_key_at_the_same_rate_is_not_limited() {
     let clock = window_start();
     let app = TestApp::spawn_with_clock(clock.clone(), local::router).await;
     let key = app.issue_key("acct_pro_1", Stage::Test).await;
-    let now = clock_now(&app);
-    let snapshot = SubscriptionSnapshot {
-        id: "sub_rl".into(),
-        customer_id: "cus_rl".into(),
-        status: SubscriptionStatus::Active,
-        tier: Some(shared::catalog::Tier::Pro),
-        item_id: Some("si_rl".into()),
-        price_id: None,
-        current_period_start: Some(now - 86_400),
-        current_period_end: Some(now + 29 * 86_400),
-        cancel_at_period_end: false,
-        created: now - 86_400,
-        metadata: HashMap::new(),
-        default_payment_method: None,
-    };
-    let synced = SyncedState {
-        snapshot: &snapshot,
-        synced_at_ms: now * 1000,
-        payment_error: None,
-    };
-    app.state
-        .store
-        .sync_subscription("acct_pro_1", "self", &synced)
-        .await
-        .expect("the plan is stored");
+    devkit::store_plan(
+        &app.state.store,
+        "acct_pro_1",
+        "self",
+        shared::catalog::Tier::Pro,
+        clock_now(&app),
+    )
+    .await
+    .expect("the plan is stored");
     for i in 0..25 {
         let a = call(&app, &key).await;
         assert_eq!(a.status, 200, "request {i}: {}", a.body);

@@ -872,11 +872,16 @@ async fn an_upgrade_whose_write_failed_after_stripe_converges_on_retry() {
     let sub = wait_for(&app, None, |s| s["status"] == "active").await;
     let id = sub["subscription_id"].as_str().unwrap().to_string();
     let path = format!("/v1/subscriptions/{id}/upgrade");
-    // No webhook writes in between: the upgrade's one write, Stripe's answer to the change,
-    // is the only UpdateItem, and it fails.
+    // No webhook writes in between: the upgrade's one write to the Subscriptions table,
+    // Stripe's answer to the change, is the only UpdateItem there, and it fails.
     app.settle_webhooks().await;
     app.set_webhooks(false).await;
-    app.dynamodb_faults.arm("UpdateItem", 0, 1);
+    let plans = app
+        .state
+        .store
+        .tables()
+        .get(shared::tables::Table::Subscriptions);
+    app.dynamodb_faults.arm_on_table("UpdateItem", plans, 0, 1);
     let key = [("Idempotency-Key", "upgrade-write")];
     let body = json!({"new_tier": "enterprise"});
     let (status, failed) = send(&app, Method::PUT, &path, Some(body.clone()), &key).await;
