@@ -114,6 +114,10 @@ impl<S: Authenticates + Send + Sync> FromRequestParts<S> for Account {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Checked already by the rate limiter, for this request.
+        if let Some(account) = parts.extensions.get::<Account>() {
+            return Ok(account.clone());
+        }
         let header = match parts.headers.get(AUTHORIZATION) {
             None => None,
             Some(value) => Some(value.to_str().map_err(|_| {

@@ -245,7 +245,12 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let account = match state.auth.authenticate(&state.store, authorization).await {
+    let checked = match request.extensions().get::<Account>() {
+        // Checked already by the rate limiter, for this request.
+        Some(account) => Ok(account.clone()),
+        None => state.auth.authenticate(&state.store, authorization).await,
+    };
+    let account = match checked {
         Ok(account) => account,
         Err(ApiError::MissingApiKey | ApiError::InvalidApiKey(_)) => {
             return next.run(request).await;

@@ -4,6 +4,7 @@
 //! webhook (its signature is its authentication), the OpenAPI document, and requests without
 //! a valid key (they are answered 401).
 
+use crate::auth::Account;
 use crate::catalog::Tier;
 use crate::error::ApiError;
 use crate::metering::plan_of;
@@ -21,7 +22,11 @@ const MAX_LEASES: usize = 3;
 /// The routes no key's limit applies to.
 const EXEMPT: [&str; 2] = [crate::stripe::WEBHOOK_PATH, super::OPENAPI_PATH];
 
-pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn middleware(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if EXEMPT.contains(&request.uri().path()) {
         return next.run(request).await;
     }
@@ -36,6 +41,12 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let Ok(record) = state.auth.key_record(&state.store, Some(&header)).await else {
         return next.run(request).await;
     };
+    // The key is checked: what runs after (the idempotency layer, the handler's `Account`)
+    // takes the account from here instead of checking it again.
+    request.extensions_mut().insert(Account {
+        id: record.account_id.clone(),
+        mode: record.mode,
+    });
     let policy = match record.rate_limit {
         Some(limit) => Policy::new("custom", limit),
         None => {
