@@ -26,8 +26,8 @@ pub struct TierInfo {
     pub analyses_limit: Option<u32>,
     /// Chat messages per billing period; `None` is unlimited.
     pub chat_messages_limit: Option<u32>,
-    /// Stripe's price for the paid tiers.
-    pub stripe_price_id: Option<&'static str>,
+    /// The lookup key of the paid tiers' Stripe price ([`Sellable`]).
+    pub lookup_key: Option<&'static str>,
     /// How fast each API key of an account on this plan may call the API.
     pub rate_limit: RateLimit,
 }
@@ -59,7 +59,7 @@ pub const TIERS: [TierInfo; 3] = [
         features: &["1 analysis per month", "50 chat messages", "Basic support"],
         analyses_limit: Some(1),
         chat_messages_limit: Some(50),
-        stripe_price_id: None,
+        lookup_key: None,
         rate_limit: RateLimit { rate: 5, burst: 20 },
     },
     TierInfo {
@@ -76,7 +76,7 @@ pub const TIERS: [TierInfo; 3] = [
         ],
         analyses_limit: Some(100),
         chat_messages_limit: None,
-        stripe_price_id: Some("price_1SZPUkR9pxNkCCCYoc4jXp56"),
+        lookup_key: Some("billing_pro_monthly"),
         rate_limit: RateLimit {
             rate: 50,
             burst: 200,
@@ -97,7 +97,7 @@ pub const TIERS: [TierInfo; 3] = [
         ],
         analyses_limit: None,
         chat_messages_limit: None,
-        stripe_price_id: Some("price_1SZPVCR9pxNkCCCYbRqZFp52"),
+        lookup_key: Some("billing_enterprise_monthly"),
         rate_limit: RateLimit {
             rate: 250,
             burst: 1000,
@@ -123,11 +123,11 @@ impl Tier {
         TIERS.iter().map(|t| t.tier).find(|t| t.as_str() == raw)
     }
 
-    /// The paid tier whose Stripe price this is.
-    pub fn from_price_id(price_id: &str) -> Option<Tier> {
+    /// The paid tier sold under this lookup key.
+    pub fn from_lookup_key(lookup_key: &str) -> Option<Tier> {
         TIERS
             .iter()
-            .find(|t| t.stripe_price_id == Some(price_id))
+            .find(|t| t.lookup_key == Some(lookup_key))
             .map(|t| t.tier)
     }
 }
@@ -147,8 +147,8 @@ pub struct Pack {
     pub name: &'static str,
     pub credits: u32,
     pub price_cents: i64,
-    /// Stripe's one-time price for the pack.
-    pub stripe_price_id: &'static str,
+    /// The lookup key of the pack's one-time Stripe price.
+    pub lookup_key: &'static str,
 }
 
 /// In the order the API lists them.
@@ -158,21 +158,21 @@ pub const PACKS: [Pack; 3] = [
         name: "Single Analysis",
         credits: 1,
         price_cents: 499,
-        stripe_price_id: "price_credits_single",
+        lookup_key: "billing_credits_single",
     },
     Pack {
         pack_type: PackType::Medium,
         name: "5 Credits Pack",
         credits: 5,
         price_cents: 1999,
-        stripe_price_id: "price_credits_medium",
+        lookup_key: "billing_credits_medium",
     },
     Pack {
         pack_type: PackType::Pro,
         name: "10 Credits Pack",
         credits: 10,
         price_cents: 2999,
-        stripe_price_id: "price_credits_pro",
+        lookup_key: "billing_credits_pro",
     },
 ];
 
@@ -204,8 +204,8 @@ pub struct Report {
     pub price_cents: i64,
     pub credits: u32,
     pub valid_days: u32,
-    /// Stripe's one-time price for the report.
-    pub stripe_price_id: &'static str,
+    /// The lookup key of the report's one-time Stripe price.
+    pub lookup_key: &'static str,
 }
 
 pub const REPORT: Report = Report {
@@ -213,8 +213,63 @@ pub const REPORT: Report = Report {
     price_cents: 2900,
     credits: 1,
     valid_days: 30,
-    stripe_price_id: "price_single_report",
+    lookup_key: "billing_report_single",
 };
+
+/// Something the catalog sells through Stripe: a product with one active price, named by a
+/// lookup key. Stripe chooses price ids (and they differ between test and live mode); code
+/// names a price by its key, `admin stripe-sync` creates or moves the key, and the functions
+/// resolve keys to ids once per cold start (`shared::stripe::prices`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sellable {
+    pub lookup_key: &'static str,
+    /// The Stripe product's id: ours, stable (Stripe takes a product id on create).
+    pub product_id: &'static str,
+    /// The product's name, as Checkout and invoices show it.
+    pub name: &'static str,
+    pub unit_amount_cents: i64,
+    /// `Some("month")` for a subscription's recurring price; `None` for a one-time price.
+    pub interval: Option<&'static str>,
+}
+
+/// Every sellable thing, paid tiers first (in the API's order), then packs, then the report.
+pub fn sellables() -> Vec<Sellable> {
+    let tiers = TIERS.iter().filter_map(|t| {
+        t.lookup_key.map(|lookup_key| Sellable {
+            lookup_key,
+            product_id: product_id(lookup_key),
+            name: t.name,
+            unit_amount_cents: t.price_cents,
+            interval: Some(t.interval),
+        })
+    });
+    let packs = PACKS.iter().map(|p| Sellable {
+        lookup_key: p.lookup_key,
+        product_id: product_id(p.lookup_key),
+        name: p.name,
+        unit_amount_cents: p.price_cents,
+        interval: None,
+    });
+    let report = std::iter::once(Sellable {
+        lookup_key: REPORT.lookup_key,
+        product_id: product_id(REPORT.lookup_key),
+        name: REPORT.name,
+        unit_amount_cents: REPORT.price_cents,
+        interval: None,
+    });
+    tiers.chain(packs).chain(report).collect()
+}
+
+/// Every lookup key the functions resolve at start.
+pub fn lookup_keys() -> Vec<&'static str> {
+    sellables().iter().map(|s| s.lookup_key).collect()
+}
+
+/// A product per lookup key: `billing_pro_monthly` is sold as product `billing_pro_monthly`.
+/// One product per price keeps a renamed or repriced item one product in Stripe's reports.
+const fn product_id(lookup_key: &'static str) -> &'static str {
+    lookup_key
+}
 
 /// `$4.99` from 499 cents.
 pub fn dollars(cents: i64) -> String {
@@ -247,14 +302,16 @@ pub struct TierView {
     /// Analyses per billing period; `null` is unlimited.
     #[schema(required = true, minimum = 0)]
     pub analyses_limit: Option<u32>,
-    /// Stripe's price, for the paid tiers only.
+    /// Stripe's price, for the paid tiers only: the id Stripe gave the price that holds the
+    /// tier's lookup key, resolved when the function started.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, nullable = false)]
-    pub stripe_price_id: Option<&'static str>,
+    pub stripe_price_id: Option<String>,
 }
 
-impl From<&TierInfo> for TierView {
-    fn from(t: &TierInfo) -> Self {
+impl TierView {
+    /// The tier as shown, with the Stripe price id its lookup key resolved to.
+    pub fn new(t: &TierInfo, stripe_price_id: Option<String>) -> Self {
         debug_assert_eq!(t.price_cents % 100, 0, "tier prices are whole dollars");
         Self {
             id: t.tier,
@@ -264,7 +321,7 @@ impl From<&TierInfo> for TierView {
             interval: t.interval,
             features: t.features,
             analyses_limit: t.analyses_limit,
-            stripe_price_id: t.stripe_price_id,
+            stripe_price_id,
         }
     }
 }
@@ -325,16 +382,26 @@ mod tests {
     }
 
     #[test]
-    fn paid_tiers_map_back_from_their_price() {
+    fn paid_tiers_map_back_from_their_lookup_key() {
         assert_eq!(
-            Tier::from_price_id("price_1SZPUkR9pxNkCCCYoc4jXp56"),
+            Tier::from_lookup_key("billing_pro_monthly"),
             Some(Tier::Pro)
         );
         assert_eq!(
-            Tier::from_price_id("price_1SZPVCR9pxNkCCCYbRqZFp52"),
+            Tier::from_lookup_key("billing_enterprise_monthly"),
             Some(Tier::Enterprise)
         );
-        assert_eq!(Tier::from_price_id("price_unknown"), None);
+        assert_eq!(Tier::from_lookup_key("billing_credits_pro"), None);
+    }
+
+    #[test]
+    fn every_sellable_has_its_own_lookup_key() {
+        let keys = lookup_keys();
+        let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(keys.len(), 6);
+        assert_eq!(unique.len(), keys.len());
+        // Stripe lists at most 10 lookup keys per call: the functions resolve them in one.
+        assert!(keys.len() <= 10);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod lambda;
 pub mod ledger;
 pub mod metering;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod ratelimit;

@@ -9,6 +9,7 @@ use crate::ratelimit::Limiter;
 use crate::secrets::StripeKeys;
 use crate::store::Store;
 use crate::stripe::StripeApi;
+use crate::stripe::prices::{PriceError, Prices};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub stripe: StripeApi,
     pub stripe_keys: Arc<StripeKeys>,
+    /// The catalog's lookup keys resolved to this Stripe account's price ids, at start.
+    pub prices: Arc<Prices>,
     pub clock: Arc<dyn Clock>,
     /// This instance's share of each key's rate-limit window.
     pub limiter: Limiter,
@@ -44,10 +47,15 @@ pub enum StartupError {
     Secrets(#[from] crate::secrets::SecretsError),
     #[error(transparent)]
     Stripe(#[from] crate::stripe::StripeFailure),
+    #[error(transparent)]
+    Prices(#[from] PriceError),
 }
 
 impl AppState {
-    pub fn new(
+    /// The state, with the catalog's prices resolved: one Stripe call, which fails naming
+    /// every lookup key the account lacks (so a function without a price never starts,
+    /// rather than answering 500 per purchase).
+    pub async fn new(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
         stripe_keys: StripeKeys,
@@ -57,12 +65,16 @@ impl AppState {
             Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
         let auth = Authenticator::new(config.stage);
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
+        let prices = stripe
+            .resolve_prices(&crate::catalog::sellables())
+            .await?;
         Ok(Self {
             config: Arc::new(config),
             store,
             auth,
             stripe,
             stripe_keys: Arc::new(stripe_keys),
+            prices: Arc::new(prices),
             clock,
             limiter: Limiter::default(),
         })
@@ -75,6 +87,7 @@ impl AppState {
         let config = Config::from_env()?;
         let aws = AwsEnv::from_env()?;
         let keys = crate::secrets::load(&config, &aws).await?;
-        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock))
+        crate::metrics::init(config.stage.as_str());
+        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock)).await
     }
 }

@@ -70,7 +70,7 @@ pub enum StripeFailure {
 /// fields: when Stripe refuses one of them, the caller gets a 400 naming it, not a 500.
 const CALLER_PARAMS: [&str; 4] = ["customer_email", "success_url", "cancel_url", "return_url"];
 
-fn failure(e: ClientError) -> StripeFailure {
+pub(crate) fn failure(e: ClientError) -> StripeFailure {
     match e {
         ClientError::Stripe {
             status,
@@ -106,17 +106,44 @@ fn failure(e: ClientError) -> StripeFailure {
 
 /// Sends an async-stripe request: one attempt, under `key` (an `Option<&str>`) when given,
 /// with Stripe's failures mapped to ours, and the answer read as `$output` (a [`wire`] type).
+/// Each call is measured: `StripeCalls` by operation (the request type's name,
+/// `CreateCheckoutSession`) and outcome, and `StripeLatency` (`crate::metrics`).
 macro_rules! send {
-    ($self:ident, $request:expr, $key:expr, $output:ty) => {
-        $request
+    ($self:ident, $request:expr, $key:expr, $output:ty) => {{
+        let request = $request;
+        let operation = $crate::stripe::operation_name(&request);
+        let started = std::time::Instant::now();
+        let result = request
             .build()
             .customize::<$output>()
-            .request_strategy(strategy($key))
+            .request_strategy($crate::stripe::strategy($key))
             .send(&$self.client)
             .await
-            .map_err(failure)
-    };
+            .map_err($crate::stripe::failure);
+        $crate::metrics::stripe_call(operation, $crate::stripe::outcome(&result), started.elapsed());
+        result
+    }};
 }
+
+/// The request type's own name: `CreateCheckoutSession` for
+/// `stripe_checkout::checkout_session::CreateCheckoutSession`.
+pub(crate) fn operation_name<T>(_: &T) -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+pub(crate) fn outcome<T>(result: &Result<T, StripeFailure>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StripeFailure::Card(_)) => "card_error",
+        Err(StripeFailure::NotFound(_)) => "not_found",
+        Err(StripeFailure::Refused(_)) => "refused",
+        Err(StripeFailure::InvalidInput { .. }) => "invalid_input",
+        Err(StripeFailure::Unavailable(_)) => "unavailable",
+    }
+}
+
+pub mod prices;
 
 /// The fields of Stripe's objects that we read (unknown fields are skipped, missing optional
 /// ones are `None`). Names and shapes are Stripe's, API version 2026-09-30.
@@ -192,9 +219,89 @@ mod wire {
     #[derive(Deserialize)]
     pub struct SubscriptionItem {
         pub id: String,
-        pub price: Object,
+        pub price: PriceRef,
         pub current_period_start: i64,
         pub current_period_end: i64,
+    }
+
+    /// A subscription item's price: which catalog item it sells.
+    #[derive(Deserialize)]
+    pub struct PriceRef {
+        pub id: String,
+        pub lookup_key: Option<String>,
+        pub metadata: Option<HashMap<String, String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Price {
+        pub id: String,
+        pub active: bool,
+        pub currency: String,
+        pub unit_amount: Option<i64>,
+        pub lookup_key: Option<String>,
+        /// An id: we never expand it.
+        pub product: String,
+        pub recurring: Option<Recurring>,
+        pub metadata: Option<HashMap<String, String>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Recurring {
+        pub interval: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PriceList {
+        pub data: Vec<Price>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Product {
+        pub id: String,
+        pub name: String,
+        pub active: bool,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ProductList {
+        pub data: Vec<Product>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalList {
+        pub data: Vec<PortalConfiguration>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalConfiguration {
+        pub id: String,
+        pub features: PortalFeatures,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalFeatures {
+        pub subscription_cancel: PortalCancel,
+        pub subscription_update: PortalUpdate,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalCancel {
+        pub enabled: bool,
+        pub mode: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalUpdate {
+        pub enabled: bool,
+        pub default_allowed_updates: Vec<String>,
+        pub proration_behavior: Option<String>,
+        pub products: Option<Vec<PortalProduct>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct PortalProduct {
+        pub product: String,
+        pub prices: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -258,7 +365,7 @@ mod wire {
 
 /// One attempt, under the caller's idempotency key when it has one. Keys we derive are hex
 /// digests, always valid; an invalid one falls back to a plain single attempt.
-fn strategy(idempotency_key: Option<&str>) -> RequestStrategy {
+pub(crate) fn strategy(idempotency_key: Option<&str>) -> RequestStrategy {
     idempotency_key
         .and_then(|key| stripe_client_core::IdempotencyKey::new(key).ok())
         .map(RequestStrategy::Idempotent)
@@ -349,11 +456,19 @@ impl TryFrom<wire::Subscription> for SubscriptionSnapshot {
         // Current API: the billing period lives on the subscription items.
         let item = s.items.data.into_iter().next();
         let price_id = item.as_ref().map(|i| i.price.id.clone());
+        let tier = item.as_ref().and_then(|i| {
+            let catalog_key = i
+                .price
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(prices::CATALOG_KEY));
+            prices::tier_of(catalog_key.map(String::as_str), i.price.lookup_key.as_deref())
+        });
         Ok(Self {
             id: s.id,
             customer_id: s.customer,
             status,
-            tier: price_id.as_deref().and_then(Tier::from_price_id),
+            tier,
             item_id: item.as_ref().map(|i| i.id.clone()),
             price_id,
             current_period_start: item.as_ref().map(|i| i.current_period_start),

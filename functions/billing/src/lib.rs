@@ -99,9 +99,12 @@ pub struct TiersResponse {
         (status = 500, response = InternalError),
     )
 )]
-async fn tiers(_: Account) -> Json<TiersResponse> {
+async fn tiers(State(state): State<AppState>, _: Account) -> Json<TiersResponse> {
     Json(TiersResponse {
-        tiers: TIERS.iter().map(TierView::from).collect(),
+        tiers: TIERS
+            .iter()
+            .map(|t| TierView::new(t, state.prices.tier(t.tier).map(str::to_string)))
+            .collect(),
     })
 }
 
@@ -182,9 +185,9 @@ async fn checkout(
     let key = subject.key();
     let existing = state.store.subscription(account.id.as_str(), &key).await?;
     let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
-    let price_id = tier
-        .info()
-        .stripe_price_id
+    let price_id = state
+        .prices
+        .tier(tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let order = Order::new(
         Owner {
@@ -386,7 +389,7 @@ async fn purchase_report(
             CheckoutRequest {
                 customer: Some(&customer),
                 customer_email: None,
-                price_id: REPORT.stripe_price_id,
+                price_id: state.prices.id(REPORT.lookup_key)?,
                 mode: CheckoutMode::Payment,
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),

@@ -319,9 +319,9 @@ async fn create_locked(
                 })?,
         ),
     };
-    let price = tier
-        .info()
-        .stripe_price_id
+    let price = state
+        .prices
+        .tier(tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let order = Order {
         created_by: Some(request.clone()),
@@ -663,9 +663,9 @@ async fn upgrade(
         .item_id
         .clone()
         .ok_or_else(|| ApiError::internal(format!("{id} has no item")))?;
-    let price = new_tier
-        .info()
-        .stripe_price_id
+    let price = state
+        .prices
+        .tier(new_tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let proration_cents = state
         .stripe

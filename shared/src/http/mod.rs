@@ -110,11 +110,13 @@ impl ApiRouter {
                 idempotency::middleware,
             ))
             .route_layer(axum::middleware::from_fn(stripe_budget))
-            // Outermost of the route layers: a refused request claims no Idempotency-Key.
+            // A refused request claims no Idempotency-Key.
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 ratelimit::middleware,
             ))
+            // Outermost of the route layers: every answer of a route is measured.
+            .route_layer(axum::middleware::from_fn(measure))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -140,6 +142,38 @@ pub const STRIPE_BUDGET: std::time::Duration = std::time::Duration::from_secs(20
 /// client may retry with its Idempotency-Key) instead of being killed mid-way.
 async fn stripe_budget(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     crate::stripe::with_budget(STRIPE_BUDGET, next.run(request)).await
+}
+
+/// Records the request's metrics (`crate::metrics`): its route and status class, latency,
+/// an idempotent replay, a rate-limit refusal with the key's plan; then writes them (in
+/// Lambda, where a recorder is installed: one EMF flush per invocation).
+async fn measure(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    crate::metrics::request(&route, status, started.elapsed());
+    let headers = response.headers();
+    if headers
+        .get(idempotency::REPLAYED_HEADER)
+        .is_some_and(|v| v == "true")
+    {
+        crate::metrics::idempotent_replay(&route);
+    }
+    if status == 429
+        && let Some(plan) = headers
+            .get(ratelimit::POLICY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split('"').nth(1))
+    {
+        crate::metrics::rate_limited(plan);
+    }
+    crate::metrics::flush();
+    response
 }
 
 /// Marks a response produced by a fallback: the request matched no route. Tests use it to

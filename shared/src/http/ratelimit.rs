@@ -22,6 +22,9 @@ const MAX_LEASES: usize = 3;
 /// The routes no key's limit applies to.
 const EXEMPT: [&str; 2] = [crate::stripe::WEBHOOK_PATH, super::OPENAPI_PATH];
 
+/// The header naming the key's policy: `RateLimit-Policy: "free";q=20;w=4`.
+pub const POLICY_HEADER: &str = "ratelimit-policy";
+
 pub async fn middleware(
     State(state): State<AppState>,
     mut request: Request,
@@ -104,7 +107,7 @@ pub async fn middleware(
 
 fn set_headers(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: u64) {
     for (name, value) in [
-        ("ratelimit-policy", policy.policy_header()),
+        (POLICY_HEADER, policy.policy_header()),
         ("ratelimit", policy.state_header(remaining, reset)),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -8,7 +8,11 @@ use shared::clock::{Clock, SystemClock, rfc3339};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
 use shared::reconcile::{Options, Progress, Report};
+use shared::catalog::Sellable;
+use shared::secrets::StripeKeys;
 use shared::store::Store;
+use shared::stripe::StripeApi;
+use shared::stripe::prices::SyncReport;
 use std::io::Write;
 
 #[derive(Parser, Debug)]
@@ -55,6 +59,15 @@ pub enum Command {
         #[arg(long, default_value = "30d", value_parser = parse_since)]
         since: i64,
         /// Report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make the Stripe account sell the catalog: a product per item, a price per lookup key
+    /// (a changed amount is a new price that takes the key over, `transfer_lookup_key`), and
+    /// the Customer Portal's configuration (cancel at period end, switch between the plans).
+    /// Idempotent: a second run changes nothing. Stripe's key as for `reconcile`.
+    StripeSync {
+        /// Print what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -138,25 +151,17 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 shared::auth::CACHE_TTL.as_secs()
             )?;
         }
+        Command::StripeSync { dry_run } => {
+            let (config, keys) = stripe_keys(&cli, config).await?;
+            let api = StripeApi::new(&config.stripe_api_base, &keys.secret_key)?;
+            stripe_sync(&api, &shared::catalog::sellables(), dry_run, out, err).await?;
+        }
         Command::Reconcile { since, dry_run } => {
-            let mut config = config;
-            if cli.local && std::env::var_os("STRIPE_API_BASE").is_none() {
-                config.stripe_api_base = LOCAL_STRIPE_API_BASE.into();
-            }
-            // Stripe's key as the functions read it: the Secrets Manager secret (with the
-            // operator's AWS credentials, profiles and SSO included), else the environment.
-            let keys = match &config.stripe_secret_id {
-                Some(secret_id) => {
-                    let aws =
-                        aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                    let client = aws_sdk_secretsmanager::Client::new(&aws);
-                    shared::secrets::load_from(&client, secret_id, config.stage).await?
-                }
-                None => shared::secrets::from_env(config.stage)?,
-            };
+            let (config, keys) = stripe_keys(&cli, config).await?;
             let dynamodb = store.client().clone();
             let state =
-                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))?;
+                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))
+                    .await?;
             let options = Options {
                 since: clock.now().unix_timestamp() - since,
                 dry_run,
@@ -190,6 +195,53 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         }
     }
     Ok(())
+}
+
+/// The Stripe API base (the local emulator with `--local`) and Stripe's key as the functions
+/// read it: the Secrets Manager secret (with the operator's AWS credentials, profiles and SSO
+/// included), else the environment.
+async fn stripe_keys(cli: &Cli, mut config: Config) -> anyhow::Result<(Config, StripeKeys)> {
+    if cli.local && std::env::var_os("STRIPE_API_BASE").is_none() {
+        config.stripe_api_base = LOCAL_STRIPE_API_BASE.into();
+    }
+    let keys = match &config.stripe_secret_id {
+        Some(secret_id) => {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let client = aws_sdk_secretsmanager::Client::new(&aws);
+            shared::secrets::load_from(&client, secret_id, config.stage).await?
+        }
+        None => shared::secrets::from_env(config.stage)?,
+    };
+    Ok((config, keys))
+}
+
+/// `admin stripe-sync`: syncs `catalog` into the account `api` reaches and prints each change
+/// (or that there is none) to `out`, then every lookup key's price id.
+pub async fn stripe_sync(
+    api: &StripeApi,
+    catalog: &[Sellable],
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<SyncReport> {
+    let report = shared::stripe::prices::sync(api, catalog, dry_run)
+        .await
+        .context("syncing the catalog with Stripe")?;
+    if report.changes.is_empty() {
+        writeln!(out, "No change: Stripe sells the catalog as it is.")?;
+    }
+    let verb = if dry_run { "would" } else { "did" };
+    for change in &report.changes {
+        writeln!(out, "{verb} {change}")?;
+    }
+    writeln!(out, "{:<28} PRICE", "LOOKUP KEY")?;
+    for (key, id) in &report.prices {
+        writeln!(out, "{key:<28} {id}")?;
+    }
+    if dry_run && !report.changes.is_empty() {
+        writeln!(err, "Dry run: nothing was changed.")?;
+    }
+    Ok(report)
 }
 
 /// Progress bars on stderr, one per walk (hidden when stderr is not a terminal).

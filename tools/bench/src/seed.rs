@@ -70,7 +70,7 @@ pub async fn seed(stack: &Stack) -> anyhow::Result<Seeded> {
         status: SubscriptionStatus::Active,
         tier: Some(Tier::Pro),
         item_id: Some("si_bench".into()),
-        price_id: Tier::Pro.info().stripe_price_id.map(str::to_string),
+        price_id: Tier::Pro.info().lookup_key.map(|k| format!("price_{k}")),
         current_period_start: Some(period_start),
         current_period_end: Some(period_start + 30 * 86_400),
         cancel_at_period_end: false,

@@ -100,7 +100,8 @@ pub async fn store_plan(
         status: shared::subscriptions::SubscriptionStatus::Active,
         tier: Some(tier),
         item_id: None,
-        price_id: tier.info().stripe_price_id.map(str::to_string),
+        // Made up, like the subscription: no Stripe object stands behind this plan.
+        price_id: tier.info().lookup_key.map(|k| format!("price_{k}")),
         current_period_start: Some(now - 3600),
         current_period_end: Some(now + 30 * 86_400),
         cancel_at_period_end: false,
@@ -137,7 +138,7 @@ pub async fn local_state(
 ) -> anyhow::Result<AppState> {
     let config = Config::local(stripe_api_base);
     shared::tables::bootstrap(&client, &config.tables).await?;
-    Ok(AppState::new(config, client, local_stripe_keys(), clock)?)
+    Ok(AppState::new(config, client, local_stripe_keys(), clock).await?)
 }
 
 use shared::stripe::WEBHOOK_PATH;

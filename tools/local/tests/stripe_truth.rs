@@ -180,9 +180,9 @@ async fn an_upgrade_whose_answer_was_lost_converges_on_retry() {
         .await;
     assert_eq!(
         in_stripe["items"]["data"][0]["price"]["id"],
-        shared::catalog::Tier::Enterprise
-            .info()
-            .stripe_price_id
+        app.state
+            .prices
+            .tier(shared::catalog::Tier::Enterprise)
             .unwrap(),
         "the change reached Stripe"
     );

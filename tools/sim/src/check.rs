@@ -564,10 +564,12 @@ pub async fn at_quiescence(sim: &mut Sim) -> Result<(), Failure> {
             .await
             .map_err(harness)?;
         let body = answer.body();
-        let tier = expected["items"]["data"][0]["price"]["id"]
-            .as_str()
-            .and_then(shared::catalog::Tier::from_price_id)
-            .map(|t| t.as_str().to_string());
+        let price = &expected["items"]["data"][0]["price"];
+        let tier = shared::stripe::prices::tier_of(
+            price["metadata"][shared::stripe::prices::CATALOG_KEY].as_str(),
+            price["lookup_key"].as_str(),
+        )
+        .map(|t| t.as_str().to_string());
         if answer.status() != Some(200)
             || body["subscription_id"] != expected["id"]
             || body["status"] != expected["status"]

@@ -284,9 +284,13 @@ fn dispatch(s: &mut State, method: &Method, segs: &[&str], p: &Params) -> ApiRes
         }
 
         ("GET", ["products"]) => crate::catalog::list_products(s, p),
+        ("POST", ["products"]) => crate::catalog::create_product(s, p),
         ("GET", ["products", id]) => s.fetch("product", id, "id"),
+        ("POST", ["products", id]) => crate::catalog::update_product(s, id, p),
         ("GET", ["prices"]) => crate::catalog::list_prices(s, p),
+        ("POST", ["prices"]) => crate::catalog::create_price(s, p),
         ("GET", ["prices", id]) => s.fetch("price", id, "id"),
+        ("POST", ["prices", id]) => crate::catalog::update_price(s, id, p),
 
         ("POST", ["payment_methods"]) => customers::create_payment_method(s, p),
         ("GET", ["payment_methods"]) => customers::list_payment_methods(s, None, p),
@@ -340,6 +344,14 @@ fn dispatch(s: &mut State, method: &Method, segs: &[&str], p: &Params) -> ApiRes
         ("POST", ["checkout", "sessions", id, "expire"]) => checkout::expire(s, id),
 
         ("POST", ["billing_portal", "sessions"]) => portal::create(s, p),
+        ("GET", ["billing_portal", "configurations"]) => crate::catalog::list_portals(s, p),
+        ("POST", ["billing_portal", "configurations"]) => crate::catalog::save_portal(s, None, p),
+        ("GET", ["billing_portal", "configurations", id]) => {
+            s.fetch("billing_portal.configuration", id, "configuration")
+        }
+        ("POST", ["billing_portal", "configurations", id]) => {
+            crate::catalog::save_portal(s, Some(id), p)
+        }
 
         ("GET", ["events"]) => webhooks::list_events(s, p),
         ("GET", ["events", id]) => webhooks::retrieve_event(s, id),

@@ -53,6 +53,10 @@ pub struct EmulatorOptions {
     /// it: the caller becomes the delivery network (the simulation drops, duplicates,
     /// reorders and delays them).
     pub hold_deliveries: bool,
+    /// Create the catalog's products and prices (and configure the portal) at start, with
+    /// the sync `admin stripe-sync` runs against a real account. Off: an empty account, as
+    /// a new Stripe account is.
+    pub seed_catalog: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -65,6 +69,7 @@ impl Default for EmulatorOptions {
             attempt_timeout: Duration::from_secs(10),
             public_url: None,
             hold_deliveries: false,
+            seed_catalog: true,
         }
     }
 }
@@ -219,7 +224,7 @@ pub async fn start(
         (tx, None)
     };
     let mut state = store::State::new(base_url.clone(), tx);
-    catalog::seed(&mut state);
+    catalog::seed_portal(&mut state);
     if let Some(url) = &options.webhook_url {
         webhooks::add_endpoint(
             &mut state,
@@ -237,14 +242,24 @@ pub async fn start(
     let router = api::router(app.clone());
     let (stx, srx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, router, srx));
-    Ok(EmulatorHandle {
+    let handle = EmulatorHandle {
         app,
         addr,
         base_url,
         shutdown: Some(stx),
         task: Some(task),
         held,
-    })
+    };
+    if options.seed_catalog {
+        let own = if addr.ip().is_unspecified() {
+            format!("http://127.0.0.1:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let api = shared::stripe::StripeApi::new(&own, "sk_test_emulator_seed")?;
+        shared::stripe::prices::sync(&api, &shared::catalog::sellables(), false).await?;
+    }
+    Ok(handle)
 }
 
 /// Serves `router` on `listener` until `shutdown`, one HTTP/1.1 connection per task. Unlike

@@ -15,6 +15,8 @@ async fn tiers_are_the_specs_exactly() {
     );
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
+    // The ids Stripe (here the emulator) gave the prices holding the tiers' lookup keys.
+    let (pro, enterprise) = stripe_ids(&app).await;
     let expected = json!({
       "tiers": [
         {
@@ -27,14 +29,14 @@ async fn tiers_are_the_specs_exactly() {
           "features": ["100 analyses per month", "Unlimited chat messages", "Priority support",
                        "White-label widget", "Advanced cost estimates"],
           "analyses_limit": 100,
-          "stripe_price_id": "price_1SZPUkR9pxNkCCCYoc4jXp56"
+          "stripe_price_id": pro
         },
         {
           "id": "enterprise", "name": "Enterprise", "price": 999, "currency": "USD", "interval": "month",
           "features": ["Unlimited analyses", "Unlimited chat messages", "Dedicated support",
                        "Custom integrations", "SLA guarantee", "On-premise deployment option"],
           "analyses_limit": null,
-          "stripe_price_id": "price_1SZPVCR9pxNkCCCYbRqZFp52"
+          "stripe_price_id": enterprise
         }
       ]
     });
@@ -45,11 +47,32 @@ async fn tiers_are_the_specs_exactly() {
         "{text}"
     );
     assert!(
-        text.contains(
-            r#""analyses_limit":null,"stripe_price_id":"price_1SZPVCR9pxNkCCCYbRqZFp52"}]}"#
-        ),
+        text.ends_with(&format!(
+            r#""analyses_limit":null,"stripe_price_id":"{enterprise}"}}]}}"#
+        )),
         "{text}"
     );
+}
+
+/// The ids of the prices holding the paid tiers' lookup keys, read from Stripe directly.
+async fn stripe_ids(app: &TestApp) -> (String, String) {
+    let (status, list) = app
+        .stripe_call(
+            reqwest::Method::GET,
+            "/v1/prices?lookup_keys[]=billing_pro_monthly&lookup_keys[]=billing_enterprise_monthly",
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let id_of = |key: &str| {
+        list["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|p| p["lookup_key"] == key))
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no price holds {key}: {list}"))
+    };
+    (id_of("billing_pro_monthly"), id_of("billing_enterprise_monthly"))
 }
 
 #[tokio::test]

@@ -219,7 +219,7 @@ async fn browser_pays_on_checkout_page() {
                 "/v1/checkout/sessions",
                 &[
                     ("mode", "subscription"),
-                    ("line_items[0][price]", PRO),
+                    ("line_items[0][price]", e.pro.as_str()),
                     ("line_items[0][quantity]", "1"),
                     ("success_url", &success),
                     ("cancel_url", "http://127.0.0.1:9/cancel"),

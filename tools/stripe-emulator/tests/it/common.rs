@@ -15,6 +15,24 @@ pub struct Emu {
     pub handle: EmulatorHandle,
     pub http: reqwest::Client,
     pub client: stripe::Client,
+    /// The seeded catalog's price ids (the emulator chooses them, as Stripe does).
+    pub pro: String,
+    pub enterprise: String,
+    pub medium: String,
+    pub report: String,
+}
+
+/// The id of the price holding `lookup_key`, or "" in an unseeded emulator.
+async fn price_of(client: &stripe::Client, lookup_key: &str) -> String {
+    stripe_product::price::ListPrice::new()
+        .lookup_keys(vec![lookup_key.to_string()])
+        .send(client)
+        .await
+        .expect("listing prices")
+        .data
+        .first()
+        .map(|p| p.id.to_string())
+        .unwrap_or_default()
 }
 
 pub async fn emu() -> Emu {
@@ -37,6 +55,10 @@ pub async fn emu_with(options: EmulatorOptions) -> Emu {
         .build()
         .expect("reqwest");
     Emu {
+        pro: price_of(&client, "billing_pro_monthly").await,
+        enterprise: price_of(&client, "billing_enterprise_monthly").await,
+        medium: price_of(&client, "billing_credits_medium").await,
+        report: price_of(&client, "billing_report_single").await,
         handle,
         http,
         client,
@@ -169,8 +191,6 @@ impl Emu {
     }
 }
 
-pub const PRO: &str = "price_1SZPUkR9pxNkCCCYoc4jXp56";
-pub const ENTERPRISE: &str = "price_1SZPVCR9pxNkCCCYbRqZFp52";
 
 /// A webhook receiver answering 500 to its first `fail_first` requests.
 #[derive(Clone)]

@@ -35,7 +35,7 @@ async fn auth_and_errors_are_stripe_shaped() {
         .send(
             reqwest::Method::POST,
             "/v1/subscriptions",
-            &[("items[0][price]", PRO)],
+            &[("items[0][price]", e.pro.as_str())],
             None,
         )
         .await;
@@ -81,9 +81,9 @@ async fn auth_and_errors_are_stripe_shaped() {
 }
 
 #[tokio::test]
-async fn catalog_is_seeded_from_shared() {
+async fn catalog_is_seeded_from_shared_by_the_sync() {
     let e = emu().await;
-    let price = stripe_product::price::RetrievePrice::new(PRO)
+    let price = stripe_product::price::RetrievePrice::new(e.pro.as_str())
         .send(&e.client)
         .await
         .unwrap();
@@ -96,12 +96,16 @@ async fn catalog_is_seeded_from_shared() {
         .send(&e.client)
         .await
         .unwrap();
-    let ids: Vec<String> = list.data.iter().map(|p| p.id.to_string()).collect();
-    for p in shared::catalog::PACKS.iter() {
-        assert!(ids.contains(&p.stripe_price_id.to_owned()));
+    // Every sellable item has one price, holding its lookup key (the sync's seeding).
+    let keys: Vec<String> = list
+        .data
+        .iter()
+        .filter_map(|p| p.lookup_key.clone())
+        .collect();
+    for key in shared::catalog::lookup_keys() {
+        assert_eq!(keys.iter().filter(|k| *k == key).count(), 1, "{key}");
     }
-    assert!(ids.contains(&shared::catalog::REPORT.stripe_price_id.to_owned()));
-    let report = stripe_product::price::RetrievePrice::new("price_single_report")
+    let report = stripe_product::price::RetrievePrice::new(e.report.as_str())
         .send(&e.client)
         .await
         .unwrap();
@@ -256,7 +260,7 @@ async fn idempotent_replays() {
         .send(
             reqwest::Method::POST,
             "/v1/subscriptions",
-            &[("customer", "cus_x"), ("items[0][price]", PRO)],
+            &[("customer", "cus_x"), ("items[0][price]", e.pro.as_str())],
             Some("key-2"),
         )
         .await;
@@ -264,7 +268,7 @@ async fn idempotent_replays() {
         .send(
             reqwest::Method::POST,
             "/v1/subscriptions",
-            &[("customer", "cus_x"), ("items[0][price]", PRO)],
+            &[("customer", "cus_x"), ("items[0][price]", e.pro.as_str())],
             Some("key-2"),
         )
         .await;
@@ -275,7 +279,7 @@ async fn idempotent_replays() {
 async fn subscription_lifecycle_via_async_stripe() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     assert_eq!(sub["status"], "active");
     assert!(
         sub.get("current_period_end").is_none(),
@@ -357,7 +361,7 @@ async fn declined_first_charge_is_a_card_error() {
         .send(
             reqwest::Method::POST,
             "/v1/subscriptions",
-            &[("customer", &cus), ("items[0][price]", PRO)],
+            &[("customer", &cus), ("items[0][price]", e.pro.as_str())],
             None,
         )
         .await;
@@ -382,7 +386,7 @@ async fn declined_first_charge_is_a_card_error() {
             "/v1/subscriptions",
             &[
                 ("customer", &cus2),
-                ("items[0][price]", PRO),
+                ("items[0][price]", e.pro.as_str()),
                 ("payment_behavior", "error_if_incomplete"),
             ],
             None,
@@ -405,7 +409,7 @@ async fn declined_first_charge_is_a_card_error() {
             "/v1/subscriptions",
             &[
                 ("customer", bare["id"].as_str().unwrap()),
-                ("items[0][price]", PRO),
+                ("items[0][price]", e.pro.as_str()),
             ],
             None,
         )
@@ -423,7 +427,7 @@ async fn declined_first_charge_is_a_card_error() {
 async fn prorations_preview_and_upgrade() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     let sub_id = sub["id"].as_str().unwrap();
     let si = sub["items"]["data"][0]["id"].as_str().unwrap();
     let start = sub["items"]["data"][0]["current_period_start"]
@@ -441,7 +445,7 @@ async fn prorations_preview_and_upgrade() {
                 ("customer", &cus),
                 ("subscription", sub_id),
                 ("subscription_details[items][0][id]", si),
-                ("subscription_details[items][0][price]", ENTERPRISE),
+                ("subscription_details[items][0][price]", e.enterprise.as_str()),
                 ("subscription_details[proration_behavior]", "always_invoice"),
             ],
         )
@@ -474,12 +478,12 @@ async fn prorations_preview_and_upgrade() {
             &format!("/v1/subscriptions/{sub_id}"),
             &[
                 ("items[0][id]", si),
-                ("items[0][price]", ENTERPRISE),
+                ("items[0][price]", e.enterprise.as_str()),
                 ("proration_behavior", "always_invoice"),
             ],
         )
         .await;
-    assert_eq!(upgraded["items"]["data"][0]["price"]["id"], ENTERPRISE);
+    assert_eq!(upgraded["items"]["data"][0]["price"]["id"], e.enterprise.as_str());
     assert_eq!(upgraded["items"]["data"][0]["id"], si);
     let inv = e
         .get(
@@ -500,7 +504,7 @@ async fn prorations_preview_and_upgrade() {
             &format!("/v1/subscriptions/{sub_id}"),
             &[
                 ("items[0][id]", si),
-                ("items[0][price]", PRO),
+                ("items[0][price]", e.pro.as_str()),
                 ("proration_behavior", "create_prorations"),
             ],
         )
@@ -516,7 +520,7 @@ async fn prorations_preview_and_upgrade() {
         &format!("/v1/subscriptions/{sub_id}"),
         &[
             ("items[0][id]", si),
-            ("items[0][price]", ENTERPRISE),
+            ("items[0][price]", e.enterprise.as_str()),
             ("proration_behavior", "none"),
         ],
     )
@@ -539,7 +543,7 @@ async fn checkout_session_api_and_page() {
         .client_reference_id("user-7")
         .line_items(vec![{
             let mut li = stripe_checkout::checkout_session::CreateCheckoutSessionLineItems::new();
-            li.price = Some(PRO.to_owned());
+            li.price = Some(e.pro.as_str().to_owned());
             li.quantity = Some(1);
             li
         }])
@@ -638,7 +642,7 @@ async fn checkout_session_api_and_page() {
             "/v1/checkout/sessions",
             &[
                 ("mode", "payment"),
-                ("line_items[0][price]", "price_credits_medium"),
+                ("line_items[0][price]", e.medium.as_str()),
                 ("line_items[0][quantity]", "1"),
                 ("success_url", "http://shop.test/ok"),
                 ("customer", cus),
@@ -677,7 +681,7 @@ async fn checkout_session_api_and_page() {
             "/v1/checkout/sessions",
             &[
                 ("mode", "payment"),
-                ("line_items[0][price]", "price_single_report"),
+                ("line_items[0][price]", e.report.as_str()),
                 ("line_items[0][quantity]", "1"),
                 ("success_url", "http://shop.test/ok"),
             ],
@@ -710,7 +714,7 @@ async fn three_d_secure_challenge() {
             "/v1/checkout/sessions",
             &[
                 ("mode", "subscription"),
-                ("line_items[0][price]", PRO),
+                ("line_items[0][price]", e.pro.as_str()),
                 ("line_items[0][quantity]", "1"),
                 ("success_url", "http://shop.test/ok"),
                 ("customer_email", "a@b.test"),
@@ -769,7 +773,7 @@ async fn three_d_secure_challenge() {
 async fn billing_portal() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     let session = stripe_billing::billing_portal_session::CreateBillingPortalSession::new()
         .customer(cus.clone())
         .return_url("http://shop.test/account")
@@ -836,7 +840,7 @@ async fn billing_portal() {
 async fn events_paginate_newest_first_and_parse() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    e.subscribe(&cus, PRO).await;
+    e.subscribe(&cus, e.pro.as_str()).await;
     let all = e.get("/v1/events", &[("limit", "100")]).await;
     let events = all["data"].as_array().unwrap().clone();
     assert!(events.len() >= 8);
@@ -992,7 +996,7 @@ async fn bounded_attempts_give_up() {
 async fn clock_renews_and_charges() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     let sub_id = sub["id"].as_str().unwrap();
     let end = sub["items"]["data"][0]["current_period_end"]
         .as_i64()
@@ -1026,7 +1030,7 @@ async fn clock_renews_and_charges() {
 async fn clock_dunning_ends_in_cancellation() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     let sub_id = sub["id"].as_str().unwrap();
     // The card starts failing before renewal.
     let bad = e
@@ -1085,7 +1089,7 @@ async fn clock_dunning_ends_in_cancellation() {
 async fn clock_past_due_recovers_and_period_end_cancels() {
     let e = emu().await;
     let cus = e.customer_with_card("pm_card_visa").await;
-    let sub = e.subscribe(&cus, PRO).await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
     let sub_id = sub["id"].as_str().unwrap();
     e.post(
         &format!("/v1/subscriptions/{sub_id}"),
@@ -1278,7 +1282,7 @@ async fn an_email_stripe_cannot_deliver_to_is_refused_naming_the_parameter() {
                     ("mode", "payment"),
                     ("success_url", "https://shop.test/ok"),
                     ("customer_email", bad),
-                    ("line_items[0][price]", PRO),
+                    ("line_items[0][price]", e.pro.as_str()),
                     ("line_items[0][quantity]", "1"),
                 ],
                 None,
