@@ -327,9 +327,10 @@ pub async fn sync(
         .iter()
         .filter_map(|p| p.lookup_key.clone().map(|k| (k, p.id.clone())))
         .collect();
+    let run = ulid::Ulid::generate().to_string();
     if !dry_run {
         for change in &changes {
-            if let Some(price) = api.apply(change).await? {
+            if let Some(price) = api.apply(&run, change).await? {
                 resolved.insert(price.0, price.1);
             }
         }
@@ -350,7 +351,7 @@ pub async fn sync(
     };
     if let Some(change) = portal_change {
         if !dry_run {
-            api.apply(&change).await?;
+            api.apply(&run, &change).await?;
         }
         changes.push(change);
     }
@@ -475,11 +476,19 @@ impl StripeApi {
         }))
     }
 
-    /// Makes one change; a created price's `(lookup key, id)`.
-    async fn apply(&self, change: &Change) -> Result<Option<(String, String)>, StripeFailure> {
-        // Keys from the change's content (and, for a price, what it replaces): a retry after a
-        // crash finds what the first attempt made.
-        let key = super::client::bound_key("stripe-sync", "POST", "catalog", change.to_string().as_bytes());
+    /// Makes one change of the sync run `run`; a created price's `(lookup key, id)`.
+    ///
+    /// The Idempotency-Key is the change and its run: a resend of the call (a dead pooled
+    /// connection) finds what it made. Not the change alone: an identical change decided by a
+    /// later run (a key removed by hand, then put back) is a new effect, which Stripe would
+    /// otherwise answer for 24 hours with the first one's object. A run that dies half-way is
+    /// simply run again: it plans from what Stripe then holds.
+    async fn apply(
+        &self,
+        run: &str,
+        change: &Change,
+    ) -> Result<Option<(String, String)>, StripeFailure> {
+        let key = super::client::bound_key(run, "POST", "stripe-sync", change.to_string().as_bytes());
         match change {
             Change::CreateProduct { product_id, name } => {
                 let request = CreateProduct::new(name.as_str()).id(product_id.as_str());

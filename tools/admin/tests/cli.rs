@@ -195,3 +195,60 @@ async fn reconcile_reports_then_heals_a_lost_payment() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("30d, 72h, 90m"));
 }
+
+/// `admin stripe-sync` against an empty Stripe account (the emulator unseeded, as a new
+/// account is): the dry run changes nothing, the first run creates the catalog and
+/// configures the portal, the second run reports no change and the same prices.
+#[tokio::test]
+async fn stripe_sync_creates_the_catalog_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = stripe_emulator::start(
+        listener,
+        stripe_emulator::EmulatorOptions {
+            seed_catalog: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = emulator.base_url().to_string();
+    let sync = |args: &'static [&'static str]| {
+        let base = base.clone();
+        async move {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_admin"));
+            command
+                .arg("stripe-sync")
+                .args(args)
+                .env("STRIPE_API_BASE", base)
+                .env("STAGE", "test")
+                .env_remove("STRIPE_SECRET_ID");
+            tokio::task::spawn_blocking(move || command.output().expect("admin runs"))
+                .await
+                .unwrap()
+        }
+    };
+    let items = shared::catalog::sellables().len();
+
+    let dry = stdout(&sync(&["--dry-run"]).await);
+    assert_eq!(dry.matches("would create product").count(), items, "{dry}");
+    assert_eq!(dry.matches("would create price").count(), items, "{dry}");
+    let again = stdout(&sync(&["--dry-run"]).await);
+    assert_eq!(again.matches("would create price").count(), items, "{again}");
+
+    let first = stdout(&sync(&[]).await);
+    assert_eq!(first.matches("did create product").count(), items, "{first}");
+    assert_eq!(first.matches("did create price").count(), items, "{first}");
+    assert!(
+        first.contains("did update Customer Portal configuration bpc_emulator_default"),
+        "{first}"
+    );
+    let second = stdout(&sync(&[]).await);
+    assert!(second.starts_with("No change"), "{second}");
+    assert!(!second.contains("did "), "{second}");
+    // The same price for every key, both times.
+    let table = |out: &str| out[out.find("LOOKUP KEY").unwrap()..].to_string();
+    assert_eq!(table(&first), table(&second));
+    for key in shared::catalog::lookup_keys() {
+        assert!(second.contains(key), "{second}");
+    }
+}

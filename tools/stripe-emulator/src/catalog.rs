@@ -171,10 +171,15 @@ pub fn update_price(state: &mut State, id: &str, p: &Params) -> ApiResult {
     if let Some(m) = p.string_map("metadata")? {
         merge_metadata(&mut price["metadata"], m, false);
     }
-    if let Some(key) = p.str("lookup_key")? {
-        let transfer = p.bool("transfer_lookup_key")?.unwrap_or(false);
-        claim_lookup_key(state, &key, transfer, id)?;
-        price["lookup_key"] = if key.is_empty() { Value::Null } else { json!(key) };
+    // `lookup_key=` (empty) removes the key, as Stripe's empty value unsets a field.
+    if let Some(Value::String(key)) = p.get("lookup_key") {
+        if key.is_empty() {
+            price["lookup_key"] = Value::Null;
+        } else {
+            let transfer = p.bool("transfer_lookup_key")?.unwrap_or(false);
+            claim_lookup_key(state, key, transfer, id)?;
+            price["lookup_key"] = json!(key);
+        }
     }
     state.put(price.clone());
     Ok(price)
