@@ -147,6 +147,13 @@ pub fn flush() {
     }
 }
 
+/// Writes what was recorded since the last flush as EMF lines to `writer` (tests read them).
+pub fn flush_into(writer: impl std::io::Write) {
+    if let Some(collector) = COLLECTOR.get() {
+        flush_to(collector, writer);
+    }
+}
+
 fn flush_to(collector: &metrics_cloudwatch_embedded::Collector, writer: impl std::io::Write) {
     if let Err(e) = collector.flush(writer) {
         tracing::warn!(error = %e, "metrics were not written");
@@ -192,12 +199,16 @@ pub fn webhook_event(event_type: &str, outcome: &'static str) {
         .increment(1);
 }
 
-pub fn credits_granted(credits: u64) {
-    metrics::counter!(CREDITS_GRANTED.name).increment(credits);
+/// Credits a grant added (a committed grant: a purchase, a report, a reconciler's grant).
+pub fn credits_granted(credits: i64) {
+    metrics::counter!(CREDITS_GRANTED.name).increment(u64::try_from(credits).unwrap_or(0));
 }
 
-pub fn credits_spent(credits: u64) {
-    metrics::counter!(CREDITS_SPENT.name).increment(credits);
+/// Credits a committed spend took (documents unlocked, an analysis on a report credit).
+pub fn credits_spent(credits: i64) {
+    if credits > 0 {
+        metrics::counter!(CREDITS_SPENT.name).increment(u64::try_from(credits).unwrap_or(0));
+    }
 }
 
 pub fn idempotent_replay(route: &str) {

@@ -65,9 +65,7 @@ impl AppState {
             Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
         let auth = Authenticator::new(config.stage);
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
-        let prices = stripe
-            .resolve_prices(&crate::catalog::sellables())
-            .await?;
+        let prices = stripe.resolve_prices(&crate::catalog::sellables()).await?;
         Ok(Self {
             config: Arc::new(config),
             store,

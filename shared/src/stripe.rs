@@ -120,7 +120,11 @@ macro_rules! send {
             .send(&$self.client)
             .await
             .map_err($crate::stripe::failure);
-        $crate::metrics::stripe_call(operation, $crate::stripe::outcome(&result), started.elapsed());
+        $crate::metrics::stripe_call(
+            operation,
+            $crate::stripe::outcome(&result),
+            started.elapsed(),
+        );
         result
     }};
 }
@@ -462,7 +466,10 @@ impl TryFrom<wire::Subscription> for SubscriptionSnapshot {
                 .metadata
                 .as_ref()
                 .and_then(|m| m.get(prices::CATALOG_KEY));
-            prices::tier_of(catalog_key.map(String::as_str), i.price.lookup_key.as_deref())
+            prices::tier_of(
+                catalog_key.map(String::as_str),
+                i.price.lookup_key.as_deref(),
+            )
         });
         Ok(Self {
             id: s.id,

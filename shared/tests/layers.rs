@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Every module of `shared`, by layer (0: domain, 1: adapters, 2: HTTP plumbing).
-const LAYERS: [(&str, u8); 37] = [
+const LAYERS: [(&str, u8); 39] = [
     ("catalog", 0),
     ("clock", 0),
     ("config", 0),
@@ -18,6 +18,7 @@ const LAYERS: [(&str, u8); 37] = [
     ("ledger::rules", 0),
     ("metering", 0),
     ("metering::rules", 0),
+    ("metrics", 0),
     // The limiter's pure rules and its per-instance memory (caches, no I/O).
     ("ratelimit", 0),
     ("store", 1),
@@ -29,6 +30,7 @@ const LAYERS: [(&str, u8); 37] = [
     ("stripe::client", 1),
     ("stripe::checkout", 1),
     ("stripe::webhook", 1),
+    ("stripe::prices", 1),
     ("secrets", 1),
     ("aws", 1),
     ("telemetry", 1),

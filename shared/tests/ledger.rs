@@ -4,7 +4,6 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use devkit::Engine;
-use shared::clock::SystemClock;
 use shared::ledger::{
     AccessOutcome, Balance, Charge, CreditKind, EntryKind, Grant, GrantOutcome, LedgerKey, Lot,
     MAX_ACCESS_IDS, Purchase, PurchaseStatus,
@@ -12,7 +11,6 @@ use shared::ledger::{
 use shared::store::{Store, StoreError};
 use shared::tables::Table;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const DAY: i64 = 86_400;
@@ -24,11 +22,11 @@ struct Ledger {
 
 async fn ledger() -> Ledger {
     let engine = Engine::memory().await.expect("engine starts");
-    let state = devkit::local_state(engine.client(), "http://127.0.0.1:9", Arc::new(SystemClock))
+    let store = devkit::local_store(engine.client())
         .await
-        .expect("state with tables");
+        .expect("the tables");
     Ledger {
-        store: state.store,
+        store,
         _engine: engine,
     }
 }

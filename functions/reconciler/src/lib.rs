@@ -38,6 +38,8 @@ pub async fn handle(state: &AppState, since_hours: i64) -> Result<Summary, share
         dry_run: false,
     };
     let report = reconcile::run(state, options, &()).await?;
+    shared::metrics::reconciler_drift(report.drifts.len() as u64);
+    shared::metrics::flush();
     Ok(Summary {
         events_read: report.events_read,
         subjects_read: report.subjects_read,

@@ -143,28 +143,47 @@ async fn receive(
             format!("The event does not have Stripe's shape: {e}"),
         )
     })?;
+    let outcome = process(&state, &event, now).await;
+    shared::metrics::webhook_event(
+        &event.type_,
+        match &outcome {
+            Ok(outcome) => outcome,
+            Err(_) => "failed",
+        },
+    );
+    Ok(Json(Received {
+        received: true,
+        duplicate: outcome? == "duplicate",
+    }))
+}
+
+/// Applies a verified event once: `duplicate` when it was processed before, `ignored` when
+/// nothing of ours is about it, else `processed`.
+async fn process(state: &AppState, event: &Event, now: i64) -> Result<&'static str, ApiError> {
     if state.store.event_processed(&event.id, now).await? {
-        return Ok(Json(Received {
-            received: true,
-            duplicate: true,
-        }));
+        return Ok("duplicate");
     }
-    match events::apply(&state, &event).await {
-        Ok(effect) => tracing::debug!(event = %event.id, ?effect, "event applied"),
+    let outcome = match events::apply(state, event).await {
+        Ok(events::Effect::Ignored(why)) => {
+            tracing::debug!(event = %event.id, why, "event ignored");
+            "ignored"
+        }
+        Ok(effect) => {
+            tracing::debug!(event = %event.id, ?effect, "event applied");
+            "processed"
+        }
         // What the event is about no longer exists in Stripe: a retry cannot change that,
         // so the event is acknowledged (Stripe would otherwise retry it for three days and
         // may disable the endpoint).
         Err(ApiError::NotFound(detail)) => {
-            tracing::warn!(event = %event.id, event_type = %event.type_, detail, "event about an object Stripe no longer has; acknowledged")
+            tracing::warn!(event = %event.id, event_type = %event.type_, detail, "event about an object Stripe no longer has; acknowledged");
+            "ignored"
         }
         Err(e) => return Err(e),
-    }
+    };
     state
         .store
         .mark_event_processed(&event.id, &event.type_, now + DEDUPE_DAYS * 86_400)
         .await?;
-    Ok(Json(Received {
-        received: true,
-        duplicate: false,
-    }))
+    Ok(outcome)
 }

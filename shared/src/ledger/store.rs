@@ -856,7 +856,10 @@ impl Store {
         let rider_count = riders.len();
         items.extend(riders);
         Ok(match self.ledger_transact(items).await? {
-            TxResult::Committed => LotSpend::Committed,
+            TxResult::Committed => {
+                crate::metrics::credits_spent(1);
+                LotSpend::Committed
+            }
             TxResult::ConditionFailed(codes) => LotSpend::ConditionFailed {
                 riders_failed: (0..rider_count)
                     .map(|i| {
@@ -1031,6 +1034,7 @@ impl Store {
             }
             match self.ledger_transact(items).await? {
                 TxResult::Committed => {
+                    crate::metrics::credits_granted(grant.credits);
                     return Ok(GrantOutcome::Granted {
                         balance: plan.available_after,
                     });
@@ -1200,7 +1204,10 @@ impl Store {
                 None => false,
             };
             match self.ledger_transact(items).await? {
-                TxResult::Committed => return Ok((decided, answered)),
+                TxResult::Committed => {
+                    crate::metrics::credits_spent(plan.cost);
+                    return Ok((decided, answered));
+                }
                 TxResult::ConditionFailed(codes) if answered && last_failed(&codes) => {
                     return Err(StoreError::ClaimLost);
                 }

@@ -254,12 +254,10 @@ pub fn plan_catalog(catalog: &[Sellable], products: &[Product], prices: &[Price]
                 product_id: item.product_id.to_string(),
                 name: item.name.to_string(),
             }),
-            Some(p) if p.name != item.name || !p.active => {
-                changes.push(Change::UpdateProduct {
-                    product_id: item.product_id.to_string(),
-                    name: item.name.to_string(),
-                })
-            }
+            Some(p) if p.name != item.name || !p.active => changes.push(Change::UpdateProduct {
+                product_id: item.product_id.to_string(),
+                name: item.name.to_string(),
+            }),
             Some(_) => {}
         }
         let holder = prices
@@ -293,7 +291,10 @@ pub fn portal_products(catalog: &[Sellable], prices: &Prices) -> Vec<(String, Ve
 }
 
 /// The portal change needed, if any (pure).
-pub fn plan_portal(current: Option<&Portal>, products: Vec<(String, Vec<String>)>) -> Option<Change> {
+pub fn plan_portal(
+    current: Option<&Portal>,
+    products: Vec<(String, Vec<String>)>,
+) -> Option<Change> {
     match current {
         Some(p) if p.cancel_at_period_end && p.switch_plans && p.products == products => None,
         current => Some(Change::ConfigurePortal {
@@ -416,7 +417,12 @@ impl StripeApi {
         lookup_keys: &[&str],
     ) -> Result<Vec<Price>, StripeFailure> {
         let request = ListPrice::new()
-            .lookup_keys(lookup_keys.iter().map(|k| k.to_string()).collect::<Vec<_>>())
+            .lookup_keys(
+                lookup_keys
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>(),
+            )
             .active(true)
             .limit(100);
         let list = send!(self, request, None, wire::PriceList)?;
@@ -448,8 +454,10 @@ impl StripeApi {
 
     /// The account's default portal configuration, if it has one.
     async fn default_portal(&self) -> Result<Option<Portal>, StripeFailure> {
-        let request = Raw(RequestBuilder::new(StripeMethod::Get, "/billing_portal/configurations")
-            .query(&[("is_default", "true"), ("limit", "1")]));
+        let request = Raw(
+            RequestBuilder::new(StripeMethod::Get, "/billing_portal/configurations")
+                .query(&[("is_default", "true"), ("limit", "1")]),
+        );
         let list = send!(self, request, None, wire::PortalList)?;
         Ok(list.data.into_iter().next().map(|c| {
             let cancel = c.features.subscription_cancel;
@@ -467,7 +475,8 @@ impl StripeApi {
             products.sort();
             Portal {
                 id: c.id,
-                cancel_at_period_end: cancel.enabled && cancel.mode.as_deref() == Some("at_period_end"),
+                cancel_at_period_end: cancel.enabled
+                    && cancel.mode.as_deref() == Some("at_period_end"),
                 switch_plans: update.enabled
                     && update.default_allowed_updates.iter().any(|u| u == "price")
                     && update.proration_behavior.as_deref() == Some("always_invoice"),
@@ -488,7 +497,8 @@ impl StripeApi {
         run: &str,
         change: &Change,
     ) -> Result<Option<(String, String)>, StripeFailure> {
-        let key = super::client::bound_key(run, "POST", "stripe-sync", change.to_string().as_bytes());
+        let key =
+            super::client::bound_key(run, "POST", "stripe-sync", change.to_string().as_bytes());
         match change {
             Change::CreateProduct { product_id, name } => {
                 let request = CreateProduct::new(name.as_str()).id(product_id.as_str());
@@ -637,7 +647,10 @@ mod tests {
         let (_, mut prices) = synced();
         prices.retain(|p| p.lookup_key.as_deref() != Some("billing_report_single"));
         let err = resolve(&sellables(), prices).unwrap_err();
-        assert_eq!(err, PriceError::Missing(vec!["billing_report_single".into()]));
+        assert_eq!(
+            err,
+            PriceError::Missing(vec!["billing_report_single".into()])
+        );
         assert!(err.to_string().contains("`billing_report_single`"), "{err}");
     }
 

@@ -4,11 +4,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use shared::catalog::Sellable;
 use shared::clock::{Clock, SystemClock, rfc3339};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
 use shared::reconcile::{Options, Progress, Report};
-use shared::catalog::Sellable;
 use shared::secrets::StripeKeys;
 use shared::store::Store;
 use shared::stripe::StripeApi;

@@ -233,10 +233,18 @@ async fn stripe_sync_creates_the_catalog_once() {
     assert_eq!(dry.matches("would create product").count(), items, "{dry}");
     assert_eq!(dry.matches("would create price").count(), items, "{dry}");
     let again = stdout(&sync(&["--dry-run"]).await);
-    assert_eq!(again.matches("would create price").count(), items, "{again}");
+    assert_eq!(
+        again.matches("would create price").count(),
+        items,
+        "{again}"
+    );
 
     let first = stdout(&sync(&[]).await);
-    assert_eq!(first.matches("did create product").count(), items, "{first}");
+    assert_eq!(
+        first.matches("did create product").count(),
+        items,
+        "{first}"
+    );
     assert_eq!(first.matches("did create price").count(), items, "{first}");
     assert!(
         first.contains("did update Customer Portal configuration bpc_emulator_default"),

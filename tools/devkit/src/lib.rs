@@ -130,6 +130,29 @@ pub fn local_stripe_keys() -> StripeKeys {
     }
 }
 
+/// The tables of a local (test-stage) API over `client`, created: for tests of the store
+/// alone (no Stripe, no started state).
+pub async fn local_store(client: aws_sdk_dynamodb::Client) -> anyhow::Result<shared::store::Store> {
+    let config = Config::local("http://127.0.0.1:9");
+    shared::tables::bootstrap(&client, &config.tables).await?;
+    Ok(shared::store::Store::new(client, config.tables))
+}
+
+/// A started local state over `client` whose Stripe is an emulator of its own (seeded by
+/// the sync, as every local Stripe is): for tests that need the state of a started
+/// function but make no Stripe call. Keep the handle: the emulator stops with it.
+pub async fn state_with_emulator(
+    client: aws_sdk_dynamodb::Client,
+) -> anyhow::Result<(AppState, EmulatorHandle)> {
+    let stripe = stripe_emulator::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        EmulatorOptions::default(),
+    )
+    .await?;
+    let state = local_state(client, stripe.base_url(), Arc::new(SystemClock)).await?;
+    Ok((state, stripe))
+}
+
 /// The state of a local (test-stage) API over `client`, with its tables created.
 pub async fn local_state(
     client: aws_sdk_dynamodb::Client,

@@ -131,13 +131,7 @@ async fn every_event_answers_through_lambda_http() {
 #[tokio::test]
 async fn invoke_refuses_an_unknown_function_and_a_non_event() {
     let engine = devkit::Engine::memory().await.unwrap();
-    let state = devkit::local_state(
-        engine.client(),
-        "http://127.0.0.1:9",
-        std::sync::Arc::new(shared::clock::SystemClock),
-    )
-    .await
-    .unwrap();
+    let (state, _stripe) = devkit::state_with_emulator(engine.client()).await.unwrap();
     let err = local::invoke::invoke("nope", "{}", state.clone(), "k")
         .await
         .unwrap_err();

@@ -32,7 +32,12 @@ fn api(app: &TestApp) -> StripeApi {
 async fn a_function_whose_price_is_missing_fails_at_start_naming_its_lookup_key() {
     let app = TestApp::spawn(billing::router).await;
     // The report's price loses its lookup key, as in an account the sync never ran on.
-    let report = app.state.prices.id("billing_report_single").unwrap().to_string();
+    let report = app
+        .state
+        .prices
+        .id("billing_report_single")
+        .unwrap()
+        .to_string();
     let (status, price) = app
         .stripe_call(
             Method::POST,
@@ -42,7 +47,9 @@ async fn a_function_whose_price_is_missing_fails_at_start_naming_its_lookup_key(
         .await;
     assert_eq!(status, 200, "{price}");
 
-    let err = cold_start(&app).await.expect_err("no start without a price");
+    let err = cold_start(&app)
+        .await
+        .expect_err("no start without a price");
     let message = format!("{err:#}");
     assert!(message.contains("`billing_report_single`"), "{message}");
     assert!(message.contains("admin stripe-sync"), "{message}");
@@ -59,7 +66,9 @@ async fn a_function_whose_price_is_missing_fails_at_start_naming_its_lookup_key(
         "{:?}",
         report.changes
     );
-    cold_start(&app).await.expect("starts once the key resolves");
+    cold_start(&app)
+        .await
+        .expect("starts once the key resolves");
 }
 
 #[tokio::test]
@@ -75,7 +84,12 @@ async fn a_changed_amount_moves_the_lookup_key_to_a_new_price_that_the_next_chec
         .unwrap();
     pro.unit_amount_cents = 8900;
     let dry = sync(&api(&app), &catalog, true).await.unwrap();
-    assert_eq!(dry.changes.len(), 2, "a new price and the portal: {:?}", dry.changes);
+    assert_eq!(
+        dry.changes.len(),
+        2,
+        "a new price and the portal: {:?}",
+        dry.changes
+    );
     let report = sync(&api(&app), &catalog, false).await.unwrap();
     assert!(
         matches!(
@@ -156,5 +170,8 @@ async fn a_changed_amount_moves_the_lookup_key_to_a_new_price_that_the_next_chec
         )
         .await;
     let allowed = portals["data"][0]["features"]["subscription_update"]["products"].to_string();
-    assert!(allowed.contains(&new) && !allowed.contains(&old), "{allowed}");
+    assert!(
+        allowed.contains(&new) && !allowed.contains(&old),
+        "{allowed}"
+    );
 }

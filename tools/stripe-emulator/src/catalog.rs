@@ -78,7 +78,12 @@ fn holder_of(state: &State, lookup_key: &str) -> Option<Value> {
 
 /// Takes `lookup_key` for `new_id`: refused when another price holds it, unless
 /// `transfer_lookup_key` moves it (Stripe's rule: lookup keys are unique in an account).
-fn claim_lookup_key(state: &mut State, lookup_key: &str, transfer: bool, new_id: &str) -> ApiResult<()> {
+fn claim_lookup_key(
+    state: &mut State,
+    lookup_key: &str,
+    transfer: bool,
+    new_id: &str,
+) -> ApiResult<()> {
     if let Some(mut holder) = holder_of(state, lookup_key).filter(|h| h["id"] != new_id) {
         if !transfer {
             return Err(ApiError::invalid(
@@ -100,7 +105,9 @@ pub fn create_price(state: &mut State, p: &Params) -> ApiResult {
     let currency = p.req_str("currency")?.to_ascii_lowercase();
     let product = p.req_str("product")?;
     state.fetch("product", &product, "product")?;
-    let cents = p.int("unit_amount")?.ok_or_else(|| ApiError::missing("unit_amount"))?;
+    let cents = p
+        .int("unit_amount")?
+        .ok_or_else(|| ApiError::missing("unit_amount"))?;
     if cents < 0 {
         return Err(ApiError::invalid(
             "This value must be greater than or equal to 0.",
@@ -112,7 +119,7 @@ pub fn create_price(state: &mut State, p: &Params) -> ApiResult {
         && !["day", "week", "month", "year"].contains(&i.as_str())
     {
         return Err(ApiError::invalid(
-            format!("Invalid recurring[interval]: must be one of day, week, month, or year"),
+            "Invalid recurring[interval]: must be one of day, week, month, or year",
             Some("recurring[interval]"),
         ));
     }
@@ -230,7 +237,11 @@ pub fn save_portal(state: &mut State, id: Option<&str>, p: &Params) -> ApiResult
         Some(id) => state.fetch("billing_portal.configuration", id, "configuration")?,
         None => {
             let mut c = state
-                .fetch("billing_portal.configuration", "bpc_emulator_default", "configuration")
+                .fetch(
+                    "billing_portal.configuration",
+                    "bpc_emulator_default",
+                    "configuration",
+                )
                 .unwrap_or_else(|_| json!({"features": {}}));
             c["id"] = json!(new_id("bpc"));
             c["is_default"] = json!(false);
@@ -261,7 +272,9 @@ pub fn save_portal(state: &mut State, id: Option<&str>, p: &Params) -> ApiResult
     if let Some(enabled) = p.bool(&format!("{update}.enabled"))? {
         features["subscription_update"]["enabled"] = json!(enabled);
     }
-    if p.get(&format!("{update}.default_allowed_updates")).is_some() {
+    if p.get(&format!("{update}.default_allowed_updates"))
+        .is_some()
+    {
         features["subscription_update"]["default_allowed_updates"] =
             json!(p.strings(&format!("{update}.default_allowed_updates"))?);
     }
@@ -272,10 +285,18 @@ pub fn save_portal(state: &mut State, id: Option<&str>, p: &Params) -> ApiResult
         let mut products = Vec::new();
         for product in p.list(&format!("{update}.products"))? {
             let id = product.req_str("product")?;
-            state.fetch("product", &id, "features[subscription_update][products][][product]")?;
+            state.fetch(
+                "product",
+                &id,
+                "features[subscription_update][products][][product]",
+            )?;
             let prices = product.strings("prices")?;
             for price in &prices {
-                let found = state.fetch("price", price, "features[subscription_update][products][][prices]")?;
+                let found = state.fetch(
+                    "price",
+                    price,
+                    "features[subscription_update][products][][prices]",
+                )?;
                 if found["product"] != id.as_str() || found["type"] != "recurring" {
                     return Err(ApiError::invalid(
                         format!("The price {price} is not a recurring price of product {id}."),
@@ -386,7 +407,10 @@ pub fn list_products(state: &State, p: &Params) -> ApiResult {
         .into_iter()
         .filter(|x| active.is_none_or(|a| x["active"] == a))
         .filter(|x| {
-            ids.is_empty() || x["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id))
+            ids.is_empty()
+                || x["id"]
+                    .as_str()
+                    .is_some_and(|id| ids.iter().any(|i| i == id))
         })
         .collect();
     paginate("/v1/products", items, p)

@@ -72,7 +72,10 @@ async fn stripe_ids(app: &TestApp) -> (String, String) {
             .map(str::to_string)
             .unwrap_or_else(|| panic!("no price holds {key}: {list}"))
     };
-    (id_of("billing_pro_monthly"), id_of("billing_enterprise_monthly"))
+    (
+        id_of("billing_pro_monthly"),
+        id_of("billing_enterprise_monthly"),
+    )
 }
 
 #[tokio::test]

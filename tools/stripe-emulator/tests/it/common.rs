@@ -191,7 +191,6 @@ impl Emu {
     }
 }
 
-
 /// A webhook receiver answering 500 to its first `fail_first` requests.
 #[derive(Clone)]
 pub struct Receiver {

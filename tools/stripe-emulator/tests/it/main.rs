@@ -445,7 +445,10 @@ async fn prorations_preview_and_upgrade() {
                 ("customer", &cus),
                 ("subscription", sub_id),
                 ("subscription_details[items][0][id]", si),
-                ("subscription_details[items][0][price]", e.enterprise.as_str()),
+                (
+                    "subscription_details[items][0][price]",
+                    e.enterprise.as_str(),
+                ),
                 ("subscription_details[proration_behavior]", "always_invoice"),
             ],
         )
@@ -483,7 +486,10 @@ async fn prorations_preview_and_upgrade() {
             ],
         )
         .await;
-    assert_eq!(upgraded["items"]["data"][0]["price"]["id"], e.enterprise.as_str());
+    assert_eq!(
+        upgraded["items"]["data"][0]["price"]["id"],
+        e.enterprise.as_str()
+    );
     assert_eq!(upgraded["items"]["data"][0]["id"], si);
     let inv = e
         .get(
