@@ -90,8 +90,8 @@ pub const BINARIES: [Binary; 6] = [
 pub enum Section {
     Sizes,
     Cold,
-    /// The cold starts again with an empty OS trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`):
-    /// what loading the native root certificates costs a cold start.
+    /// The cold starts again with the trust store laid out as Lambda's image has it: one PEM
+    /// bundle file (`SSL_CERT_FILE`), no certificate directory (`SSL_CERT_DIR` empty).
     Roots,
     Warm,
     /// Keys of the free and pro plans driven past the free plan's rate: what the limiter
@@ -205,15 +205,21 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                 report.cold_starts = Some(cold::measure(options, &stack, &[], &progress).await?);
             }
             if options.has(Section::Roots) {
-                let empty = tempfile::tempdir()?;
-                let file = empty.path().join("none.pem");
-                std::fs::write(&file, "")?;
+                // Lambda's layout: provided.al2023 keeps the OS trust store as one PEM
+                // bundle (/etc/pki/tls/certs/ca-bundle.crt) and no certificate directory of
+                // hundreds of files. This machine's bundle, copied there under a temporary
+                // root, named by SSL_CERT_FILE; the certificate directory empty.
+                let root = tempfile::tempdir()?;
+                let certs = root.path().join("etc/pki/tls/certs");
+                std::fs::create_dir_all(&certs)?;
+                let bundle = certs.join("ca-bundle.crt");
+                std::fs::copy("/etc/ssl/certs/ca-certificates.crt", &bundle)
+                    .context("copying this machine's CA bundle")?;
+                let empty = root.path().join("empty");
+                std::fs::create_dir_all(&empty)?;
                 let env = [
-                    ("SSL_CERT_FILE".to_string(), file.display().to_string()),
-                    (
-                        "SSL_CERT_DIR".to_string(),
-                        empty.path().display().to_string(),
-                    ),
+                    ("SSL_CERT_FILE".to_string(), bundle.display().to_string()),
+                    ("SSL_CERT_DIR".to_string(), empty.display().to_string()),
                 ];
                 report.cold_starts_without_native_roots =
                     Some(cold::measure(options, &stack, &env, &progress).await?);

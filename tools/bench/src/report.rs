@@ -15,7 +15,7 @@ pub struct Report {
     pub targets: Targets,
     pub sizes: Option<Vec<SizeRow>>,
     pub cold_starts: Option<Vec<ColdRow>>,
-    /// The same cold starts with an empty OS trust store (the `roots` section).
+    /// The same cold starts with Lambda's trust-store layout (the `roots` section).
     pub cold_starts_without_native_roots: Option<Vec<ColdRow>>,
     pub endpoints: Option<Vec<EndpointRow>>,
     pub limits: Option<Vec<crate::limits::LimitRow>>,
@@ -102,12 +102,12 @@ impl Report {
         if let Some(rows) = &self.cold_starts_without_native_roots {
             let _ = writeln!(
                 out,
-                "### Cold start without the OS trust store (diagnostic)\n\n\
-                 The same, with `SSL_CERT_FILE` and `SSL_CERT_DIR` naming an empty file and \
-                 directory: the AWS SDK's default HTTPS client loads the native root \
-                 certificates when a client is built (here {} files under /etc/ssl/certs), \
-                 whether or not the endpoint is HTTPS. The difference to the table above is \
-                 what that costs a cold start on this machine.\n",
+                "### Cold start with Lambda's trust-store layout (one bundle file)\n\n\
+                 The same, with the OS trust store as `provided.al2023` lays it out: one PEM \
+                 bundle (this machine's, copied to a temporary `etc/pki/tls/certs/ca-bundle.crt` \
+                 and named by `SSL_CERT_FILE`) and an empty `SSL_CERT_DIR` (this machine's has \
+                 {} entries). The functions' AWS clients read the one bundle \
+                 (`shared::aws::https_client`); this is the row that reflects AWS.\n",
                 m.ssl_certs_entries
                     .map_or("?".to_string(), |n| n.to_string())
             );
