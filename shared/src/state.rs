@@ -12,6 +12,16 @@ use crate::stripe::StripeApi;
 use crate::stripe::prices::{PriceError, Prices};
 use std::sync::Arc;
 
+/// Whether a function sells the catalog (checkouts, upgrades, the tiers' price ids), and so
+/// resolves its prices at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sells {
+    Catalog,
+    /// Metering, the webhook, the reconciler: they read a subscription's plan from its
+    /// price's catalog key, never a price id, and start without a Stripe call.
+    Nothing,
+}
+
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -52,20 +62,25 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// The state, with the catalog's prices resolved: one Stripe call, which fails naming
-    /// every lookup key the account lacks (so a function without a price never starts,
-    /// rather than answering 500 per purchase).
+    /// The state, with the prices of what this function `sells` resolved: one Stripe call,
+    /// which fails naming every lookup key the account lacks (so a function without a price
+    /// never starts, rather than answering 500 per purchase). A function that sells nothing
+    /// makes no call.
     pub async fn new(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
         stripe_keys: StripeKeys,
         clock: Arc<dyn Clock>,
+        sells: Sells,
     ) -> Result<Self, StartupError> {
         let store =
             Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
         let auth = Authenticator::new(config.stage);
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
-        let prices = stripe.resolve_prices(&crate::catalog::sellables()).await?;
+        let prices = match sells {
+            Sells::Catalog => stripe.resolve_prices(&crate::catalog::sellables()).await?,
+            Sells::Nothing => Prices::default(),
+        };
         Ok(Self {
             config: Arc::new(config),
             store,
@@ -81,11 +96,11 @@ impl AppState {
     /// The deployed state: configuration from the environment, AWS clients from the
     /// Lambda's environment ([`AwsEnv`]), the Stripe keys from Secrets Manager (once per
     /// cold start).
-    pub async fn from_env() -> Result<Self, StartupError> {
+    pub async fn from_env(sells: Sells) -> Result<Self, StartupError> {
         let config = Config::from_env()?;
         let aws = AwsEnv::from_env()?;
         let keys = crate::secrets::load(&config, &aws).await?;
         crate::metrics::init(config.stage.as_str());
-        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock)).await
+        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock), sells).await
     }
 }

@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run(billing::router).await
+    shared::lambda::run(billing::router, shared::state::Sells::Catalog).await
 }

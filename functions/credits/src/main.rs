@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run(credits::router).await
+    shared::lambda::run(credits::router, shared::state::Sells::Catalog).await
 }

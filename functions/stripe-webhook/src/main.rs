@@ -1,4 +1,4 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run(webhook::router).await
+    shared::lambda::run(webhook::router, shared::state::Sells::Nothing).await
 }

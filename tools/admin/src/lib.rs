@@ -159,9 +159,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         Command::Reconcile { since, dry_run } => {
             let (config, keys) = stripe_keys(&cli, config).await?;
             let dynamodb = store.client().clone();
-            let state =
-                shared::AppState::new(config, dynamodb, keys, std::sync::Arc::new(SystemClock))
-                    .await?;
+            let state = shared::AppState::new(
+                config,
+                dynamodb,
+                keys,
+                std::sync::Arc::new(SystemClock),
+                shared::state::Sells::Nothing,
+            )
+            .await?;
             let options = Options {
                 since: clock.now().unix_timestamp() - since,
                 dry_run,

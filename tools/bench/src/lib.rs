@@ -19,6 +19,7 @@ pub mod report;
 pub mod seed;
 pub mod sizes;
 pub mod warm;
+pub mod writes;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,6 +98,9 @@ pub enum Section {
     /// Keys of the free and pro plans driven past the free plan's rate: what the limiter
     /// admits, and its DynamoDB calls per request.
     Limits,
+    /// The paths that write (new documents unlocked, a new analysis counted, a granting
+    /// webhook), each request new, next to the same store calls made directly.
+    Writes,
 }
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -136,7 +140,7 @@ pub struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sizes,cold,roots,warm,limits"
+        default_value = "sizes,cold,roots,warm,limits,writes"
     )]
     pub only: Vec<Section>,
     /// The JSON results (every number of the tables, and the machine).
@@ -191,6 +195,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         || options.has(Section::Roots)
         || options.has(Section::Warm)
         || options.has(Section::Limits)
+        || options.has(Section::Writes)
     {
         progress.set_message("starting the local stack");
         let counter = devkit::CallCounter::new();
@@ -235,6 +240,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
                     Some(limits::measure(&stack, &counter, &options.path(&options.oha)).await?);
                 progress.inc(1);
             }
+            if options.has(Section::Writes) {
+                report.writes = Some(writes::measure(options, &stack, &progress).await?);
+            }
             anyhow::Ok(())
         }
         .await;
@@ -272,6 +280,9 @@ fn progress_bar(options: &Options) -> ProgressBar {
     }
     if options.has(Section::Warm) {
         steps += endpoints::ENDPOINTS.len() * 2 * options.connections.len();
+    }
+    if options.has(Section::Writes) {
+        steps += 3 * 2 * options.connections.len();
     }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(

@@ -19,6 +19,7 @@ pub struct Report {
     pub cold_starts_without_native_roots: Option<Vec<ColdRow>>,
     pub endpoints: Option<Vec<EndpointRow>>,
     pub limits: Option<Vec<crate::limits::LimitRow>>,
+    pub writes: Option<Vec<crate::writes::WriteRow>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,6 +61,7 @@ impl Report {
             cold_starts_without_native_roots: None,
             endpoints: None,
             limits: None,
+            writes: None,
         }
     }
 
@@ -116,6 +118,9 @@ impl Report {
         if let Some(rows) = &self.endpoints {
             warm_table(&mut out, rows, &self.settings, m.cores);
             calls_table(&mut out, rows);
+        }
+        if let Some(rows) = &self.writes {
+            writes_table(&mut out, rows);
         }
         if let Some(rows) = &self.limits {
             limits_table(&mut out, rows);
@@ -268,6 +273,50 @@ fn warm_table(out: &mut String, rows: &[EndpointRow], settings: &Settings, cores
         }
         out.push('\n');
     }
+}
+
+fn writes_table(out: &mut String, rows: &[crate::writes::WriteRow]) {
+    let _ = writeln!(
+        out,
+        "### Paths that write (local stack, release)\n\n\
+         Each request makes something new: two documents unlocked with a credit each, a new \
+         analysis counted, a paid report's credit granted by a signed webhook (each for a new \
+         buyer). Endpoint: in-process HTTP requests (reqwest), each with a fresh id, for as \
+         long as the reads' runs; floor: the same store calls (`shared`'s store API: the same \
+         reads and TransactWriteItems) made directly, as many callers. oha repeats one \
+         request, so it cannot drive these. At one connection the budget is judged.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Endpoint | Case | Connections | req/s | p50 ms | p99 ms | Floor req/s | Floor p50 ms | Floor p99 ms | Overhead p99 ms | × floor p99 | ≤ 1 ms |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            r.endpoint,
+            r.case,
+            r.connections,
+            r.load.requests_per_sec,
+            r.load.p50_ms,
+            r.load.p99_ms,
+            r.floor.requests_per_sec,
+            r.floor.p50_ms,
+            r.floor.p99_ms,
+            r.overhead_p99_ms,
+            r.p99_ratio_to_floor,
+            match r.overhead_within_target {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        );
+    }
+    out.push('\n');
 }
 
 fn limits_table(out: &mut String, rows: &[crate::limits::LimitRow]) {

@@ -12,6 +12,7 @@ use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
 use shared::secrets::StripeKeys;
+use shared::state::Sells;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -161,7 +162,7 @@ pub async fn local_state(
 ) -> anyhow::Result<AppState> {
     let config = Config::local(stripe_api_base);
     shared::tables::bootstrap(&client, &config.tables).await?;
-    Ok(AppState::new(config, client, local_stripe_keys(), clock).await?)
+    Ok(AppState::new(config, client, local_stripe_keys(), clock, Sells::Catalog).await?)
 }
 
 use shared::stripe::WEBHOOK_PATH;

@@ -51,7 +51,8 @@ pub async fn invoke(
 }
 
 /// `invoke` from the command line: against the running local stack's engine when one
-/// answers on `dynamodb_addr`, otherwise against the same database file, embedded.
+/// answers on `dynamodb_addr`, otherwise against the same database file, embedded; against
+/// its Stripe emulator when one answers, otherwise an embedded one.
 pub async fn run(
     function: &str,
     event_json: &str,
@@ -76,9 +77,31 @@ pub async fn run(
                 .await?;
         (engine.client(), Some(engine))
     };
+    // The running stack's Stripe emulator, else one of its own (seeded by the sync, as every
+    // local Stripe is): the functions that sell resolve their prices at start.
+    let stripe_running = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        tokio::net::TcpStream::connect(crate::serve::STRIPE_API_BASE.trim_start_matches("http://")),
+    )
+    .await
+    .is_ok_and(|c| c.is_ok());
+    let stripe = if stripe_running {
+        None
+    } else {
+        Some(
+            stripe_emulator::start(
+                tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+                stripe_emulator::EmulatorOptions::default(),
+            )
+            .await?,
+        )
+    };
+    let stripe_api_base = stripe
+        .as_ref()
+        .map_or(crate::serve::STRIPE_API_BASE, |s| s.base_url());
     let state = devkit::local_state(
         client,
-        crate::serve::STRIPE_API_BASE,
+        stripe_api_base,
         std::sync::Arc::new(shared::clock::SystemClock),
     )
     .await?;

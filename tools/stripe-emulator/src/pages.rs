@@ -361,6 +361,21 @@ fn portal_body(s: &State, session: &Value, flash: Option<(&str, &str)>) -> Strin
             actions = format!(
                 "<form class=\"inline\" method=\"post\" action=\"/p/session/{id}/cancel\"><input type=\"hidden\" name=\"subscription\" value=\"{sid}\"><button type=\"submit\" class=\"danger\" id=\"cancel-plan\">Cancel plan</button></form>"
             );
+            // The plans the portal's configuration lets the customer switch to.
+            let current = item["price"]["id"].as_str().unwrap_or_default();
+            for price_id in portal::switch_prices(s).iter().filter(|p| *p != current) {
+                let Some(price) = s.get(price_id) else {
+                    continue;
+                };
+                actions.push_str(&format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/p/session/{id}/switch\"><input type=\"hidden\" name=\"subscription\" value=\"{sid}\"><input type=\"hidden\" name=\"price\" value=\"{}\"><button type=\"submit\" class=\"secondary\" id=\"switch-{}\">Switch to {} ({} per {})</button></form>",
+                    esc(price_id),
+                    esc(price_id),
+                    esc(&crate::catalog::product_name(s, price)),
+                    money(price["unit_amount"].as_i64().unwrap_or(0)),
+                    esc(price["recurring"]["interval"].as_str().unwrap_or("month")),
+                ));
+            }
         }
         let renew = if status == "canceled" || sub["cancel_at_period_end"] == true {
             String::new()
@@ -467,6 +482,10 @@ pub async fn portal_action(
                     })
                     .map_err(|e| e.message)
             }
+            "switch" if owns_sub => {
+                let price = form.str("price").ok().flatten().unwrap_or_default();
+                switch_plan(s, &sub_id, &price).map(|()| "Your plan has been updated.")
+            }
             "card" => {
                 let number = form.str("card_number").ok().flatten().unwrap_or_default();
                 replace_card(s, &customer_id, &number).map(|()| "Your card has been updated.")
@@ -479,6 +498,26 @@ pub async fn portal_action(
         };
         page(status, "Billing", &portal_body(s, &session, Some(flash)))
     })
+}
+
+/// The portal's plan switch: to a price its configuration allows, prorated and invoiced at
+/// once (the configuration's `proration_behavior`), as Stripe's portal does.
+fn switch_plan(s: &mut State, sub_id: &str, price: &str) -> Result<(), String> {
+    if !portal::switch_prices(s).iter().any(|p| p == price) {
+        return Err("That plan is not available.".into());
+    }
+    let sub = s.get(sub_id).cloned().unwrap_or(Value::Null);
+    let item = sub["items"]["data"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let params = Params(serde_json::json!({
+        "items": [{"id": item, "price": price}],
+        "proration_behavior": portal::switch_proration(s),
+    }));
+    subscriptions::update(s, sub_id, &params)
+        .map(|_| ())
+        .map_err(|e| e.message)
 }
 
 fn replace_card(s: &mut State, customer_id: &str, number: &str) -> Result<(), String> {

@@ -5,8 +5,37 @@ use serde_json::{Value, json};
 use crate::store::{State, new_id};
 use crate::wire::{ApiError, ApiResult, Params};
 
-/// The single portal configuration the emulator has.
+/// The default portal configuration (`catalog::seed_portal`); `admin stripe-sync` sets its
+/// features.
 const CONFIGURATION: &str = "bpc_emulator_default";
+
+/// The prices the default configuration lets customers switch between, when plan
+/// switching is on.
+pub fn switch_prices(state: &State) -> Vec<String> {
+    let update = state
+        .get(CONFIGURATION)
+        .map(|c| c["features"]["subscription_update"].clone())
+        .unwrap_or(Value::Null);
+    if update["enabled"] != true {
+        return Vec::new();
+    }
+    update["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["prices"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How a plan switch in the portal is prorated (the configuration's setting).
+pub fn switch_proration(state: &State) -> String {
+    state
+        .get(CONFIGURATION)
+        .and_then(|c| c["features"]["subscription_update"]["proration_behavior"].as_str())
+        .unwrap_or("create_prorations")
+        .to_owned()
+}
 
 pub fn create(state: &mut State, p: &Params) -> ApiResult {
     let customer = p.req_str("customer")?;

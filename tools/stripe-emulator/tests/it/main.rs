@@ -1302,3 +1302,77 @@ async fn an_email_stripe_cannot_deliver_to_is_refused_naming_the_parameter() {
         );
     }
 }
+
+/// The portal offers the plans its configuration allows (the sync's: the two tiers' prices)
+/// and switches to one, invoiced at once; a price it does not allow is refused. An
+/// unconfigured portal offers no switch.
+#[tokio::test]
+async fn billing_portal_switches_between_the_configured_plans() {
+    let e = emu().await;
+    let cus = e.customer_with_card("pm_card_visa").await;
+    let sub = e.subscribe(&cus, e.pro.as_str()).await;
+    let sid = sub["id"].as_str().unwrap().to_string();
+    let session = e
+        .post(
+            "/v1/billing_portal/sessions",
+            &[
+                ("customer", &cus),
+                ("return_url", "http://shop.test/account"),
+            ],
+        )
+        .await;
+    let url = session["url"].as_str().unwrap().to_string();
+    let html = e.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains(&format!("switch-{}", e.enterprise)), "{html}");
+    assert!(
+        !html.contains(&format!("switch-{}", e.pro)),
+        "not to its own plan"
+    );
+
+    let switch = |price: String| {
+        let (url, sid, http) = (url.clone(), sid.clone(), e.http.clone());
+        async move {
+            http.post(format!("{url}/switch"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("subscription={sid}&price={price}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = switch(e.medium.clone()).await;
+    assert_eq!(refused.status(), 402);
+    let done = switch(e.enterprise.clone()).await;
+    assert_eq!(done.status(), 200);
+    let s = e.get(&format!("/v1/subscriptions/{sid}"), &[]).await;
+    assert_eq!(s["items"]["data"][0]["price"]["id"], e.enterprise.as_str());
+    let invoices = e
+        .get("/v1/invoices", &[("subscription", sid.as_str())])
+        .await;
+    assert_eq!(
+        invoices["data"].as_array().map(Vec::len),
+        Some(2),
+        "the first invoice and the switch's, invoiced at once: {invoices}"
+    );
+
+    // An account whose portal was never configured offers no switch.
+    let bare = emu_with(stripe_emulator::EmulatorOptions {
+        seed_catalog: false,
+        ..Default::default()
+    })
+    .await;
+    let cus = bare.customer_with_card("pm_card_visa").await;
+    let session = bare
+        .post("/v1/billing_portal/sessions", &[("customer", &cus)])
+        .await;
+    let html = bare
+        .http
+        .get(session["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("switch-"), "{html}");
+}
