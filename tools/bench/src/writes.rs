@@ -27,8 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const SPENDER: &str = "user_bench_spender";
 /// The end user on Enterprise (unlimited analyses) whose new analyses are counted.
 const ANALYST: &str = "user_bench_analyst";
-/// Credits granted to the spender up front: far more than a run spends.
-const SPENDER_CREDITS: i64 = 100_000_000;
+/// Credits granted to the spender up front: the most one grant carries, far more than a run
+/// spends (two a request).
+const SPENDER_CREDITS: i64 = 1_000_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct WriteRow {
