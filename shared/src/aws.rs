@@ -9,51 +9,97 @@
 //! they are read once, like the rest of the configuration.
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::result::ConnectorError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::body::SdkBody;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
 
-/// Where the OS keeps its trust store as one PEM bundle: `provided.al2023` (Lambda's image),
-/// then Debian and its kin. `SSL_CERT_FILE` comes first.
-const BUNDLES: [&str; 2] = [
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/certs/ca-certificates.crt",
-];
+/// How long a connection to AWS may take to open: the SDK's default.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// The HTTPS client both AWS clients share: rustls with aws-lc, trusting the OS's root
-/// certificates read from its one PEM bundle file. The SDK's default client reads the OS
-/// store as `rustls-native-certs` does, the bundle *and* every file of the certificate
-/// directory (hundreds), when the first client is built: most of a cold start's extra time.
-/// The same roots from one file are the same trust decision. With no readable bundle of
-/// valid certificates, `None`: the SDK's default client.
-pub fn https_client(lookup: impl Fn(&str) -> Option<String>) -> Option<SharedHttpClient> {
-    let candidates = lookup("SSL_CERT_FILE")
-        .into_iter()
-        .chain(BUNDLES.iter().map(|b| b.to_string()));
-    let pem = candidates
-        .filter_map(|path| std::fs::read(path).ok())
-        .find(|pem| valid_bundle(pem))?;
-    let trust = TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(pem);
-    Some(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(TlsContext::builder().with_trust_store(trust).build().ok()?)
-            .build_https(),
-    )
+/// The HTTPS client both AWS clients share: hyper with rustls (aws-lc), trusting Mozilla's
+/// root certificates compiled in (`webpki-roots`), as the Stripe client does. The SDK's
+/// default client loads the OS trust store when it is built (the bundle and every file of
+/// the certificate directory, each certificate decoded and parsed): most of a cold start's
+/// extra time. Compiled-in roots cost nothing to load. The same verification (rustls,
+/// webpki), and one trust decision for the whole binary.
+#[derive(Clone)]
+pub struct AwsHttpClient {
+    http: HyperClient<HttpsConnector<TcpConnector>, SdkBody>,
 }
 
-/// Whether `pem` is a bundle of certificates that all parse (the SDK's client panics on one
-/// that does not, so it is checked here first).
-fn valid_bundle(pem: &[u8]) -> bool {
-    let certs: Result<Vec<CertificateDer<'_>>, _> = CertificateDer::pem_slice_iter(pem).collect();
-    certs.is_ok_and(|c| !c.is_empty() && c.iter().all(|der| webpki_parses(der)))
+impl std::fmt::Debug for AwsHttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AwsHttpClient(webpki roots)")
+    }
 }
 
-fn webpki_parses(der: &CertificateDer<'_>) -> bool {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der.clone()).is_ok()
+impl AwsHttpClient {
+    pub fn new() -> Result<Self, AwsEnvError> {
+        let mut tcp = TcpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_nodelay(true);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| AwsEnvError(format!("TLS setup: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        Ok(Self {
+            http: HyperClient::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(tls),
+        })
+    }
+}
+
+impl HttpClient for AwsHttpClient {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl HttpConnector for AwsHttpClient {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let request = match request.try_into_http1x() {
+            Ok(request) => request,
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+        };
+        let http = self.http.clone();
+        HttpConnectorFuture::new(async move {
+            let response = http.request(request).await.map_err(connector_error)?;
+            HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
+                .map_err(|e| ConnectorError::other(e.into(), None))
+        })
+    }
+}
+
+/// A failed send in the SDK's terms: no connection, or one that broke, is I/O (the SDK
+/// retries it); anything else is other.
+fn connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
+    let broken = e.is_connect()
+        || std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(|h| h.is_incomplete_message() || h.is_closed() || h.is_canceled());
+    if broken {
+        ConnectorError::io(e.into())
+    } else {
+        ConnectorError::other(e.into(), None)
+    }
 }
 
 /// What is missing from the environment.
@@ -69,8 +115,8 @@ pub struct AwsEnv {
     endpoint: Option<String>,
     dynamodb_endpoint: Option<String>,
     secrets_endpoint: Option<String>,
-    /// Shared by both clients ([`https_client`]); `None`: the SDK's default.
-    http: Option<SharedHttpClient>,
+    /// Shared by both clients ([`AwsHttpClient`]).
+    http: SharedHttpClient,
 }
 
 impl AwsEnv {
@@ -97,7 +143,7 @@ impl AwsEnv {
             endpoint: lookup("AWS_ENDPOINT_URL"),
             dynamodb_endpoint: lookup("AWS_ENDPOINT_URL_DYNAMODB"),
             secrets_endpoint: lookup("AWS_ENDPOINT_URL_SECRETS_MANAGER"),
-            http: https_client(&lookup),
+            http: SharedHttpClient::new(AwsHttpClient::new()?),
         })
     }
 
@@ -121,9 +167,7 @@ impl AwsEnv {
             .region(self.region.clone())
             .credentials_provider(self.credentials.clone());
         config.set_endpoint_url(self.dynamodb_endpoint().map(str::to_string));
-        if let Some(http) = &self.http {
-            config = config.http_client(http.clone());
-        }
+        config = config.http_client(self.http.clone());
         aws_sdk_dynamodb::Client::from_conf(config.build())
     }
 
@@ -133,9 +177,7 @@ impl AwsEnv {
             .region(self.region.clone())
             .credentials_provider(self.credentials.clone());
         config.set_endpoint_url(self.secrets_endpoint().map(str::to_string));
-        if let Some(http) = &self.http {
-            config = config.http_client(http.clone());
-        }
+        config = config.http_client(self.http.clone());
         aws_sdk_secretsmanager::Client::from_conf(config.build())
     }
 }
@@ -172,33 +214,6 @@ mod tests {
         .unwrap();
         assert_eq!(e.region.as_ref(), "eu-west-1");
         assert_eq!(e.credentials.session_token(), Some("token"));
-    }
-
-    #[test]
-    fn the_trust_store_is_one_valid_bundle_file() {
-        let dir = std::env::temp_dir().join(format!("bundle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let garbage = dir.join("garbage.pem");
-        std::fs::write(
-            &garbage,
-            "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
-        )
-        .unwrap();
-        assert!(!valid_bundle(&std::fs::read(&garbage).unwrap()));
-        assert!(!valid_bundle(b""));
-        // This machine's own bundle (Debian's, or Lambda's) is one.
-        let system = BUNDLES
-            .iter()
-            .find_map(|b| std::fs::read(b).ok())
-            .expect("an OS bundle");
-        assert!(valid_bundle(&system));
-        let with = |path: &std::path::Path| {
-            let path = path.to_string_lossy().to_string();
-            move |k: &str| (k == "SSL_CERT_FILE").then(|| path.clone())
-        };
-        // A bad SSL_CERT_FILE falls through to the OS bundle.
-        assert!(https_client(with(&garbage)).is_some());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

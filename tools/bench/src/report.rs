@@ -108,8 +108,9 @@ impl Report {
                  The same, with the OS trust store as `provided.al2023` lays it out: one PEM \
                  bundle (this machine's, copied to a temporary `etc/pki/tls/certs/ca-bundle.crt` \
                  and named by `SSL_CERT_FILE`) and an empty `SSL_CERT_DIR` (this machine's has \
-                 {} entries). The functions' AWS clients read the one bundle \
-                 (`shared::aws::https_client`); this is the row that reflects AWS.\n",
+                 {} entries). The functions read no OS trust store (their AWS and Stripe \
+                 clients trust compiled-in roots: `shared::aws::AwsHttpClient`), so this row \
+                 should match the one above; it is the row that reflects AWS.\n",
                 m.ssl_certs_entries
                     .map_or("?".to_string(), |n| n.to_string())
             );
