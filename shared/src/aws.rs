@@ -44,22 +44,31 @@ impl std::fmt::Debug for AwsHttpClient {
 }
 
 impl AwsHttpClient {
-    pub fn new() -> Result<Self, AwsEnvError> {
+    /// One per process, shared by every AWS client: its connection pool is the process's.
+    /// The SDK crates are built without their default HTTPS client, so every AWS client
+    /// is given this one.
+    pub fn shared() -> SharedHttpClient {
+        static SHARED: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| SharedHttpClient::new(Self::new()))
+            .clone()
+    }
+
+    fn new() -> Self {
         let mut tcp = TcpConnector::new();
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
         tcp.set_nodelay(true);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| AwsEnvError(format!("TLS setup: {e}")))?
+            .with_tls_config(crate::tls::client_config())
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        Ok(Self {
+        Self {
             http: HyperClient::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build(tls),
-        })
+        }
     }
 }
 
@@ -143,7 +152,7 @@ impl AwsEnv {
             endpoint: lookup("AWS_ENDPOINT_URL"),
             dynamodb_endpoint: lookup("AWS_ENDPOINT_URL_DYNAMODB"),
             secrets_endpoint: lookup("AWS_ENDPOINT_URL_SECRETS_MANAGER"),
-            http: SharedHttpClient::new(AwsHttpClient::new()?),
+            http: AwsHttpClient::shared(),
         })
     }
 

@@ -31,6 +31,7 @@ pub mod subscriptions;
 pub mod sync;
 pub mod tables;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::ApiError;
 /// The Idempotency-Key layer, part of the HTTP plumbing ([`http::idempotency`]).

@@ -91,7 +91,8 @@ pub fn local_client(endpoint: &str) -> Client {
     Client::from_conf(local_config(endpoint).build())
 }
 
-/// The configuration of [`local_client`], for callers that add to it (e.g. an interceptor).
+/// The configuration of [`local_client`], for callers that add to it (e.g. an interceptor):
+/// over the functions' own HTTP client ([`crate::aws::AwsHttpClient`]), as deployed.
 pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
     aws_sdk_dynamodb::Config::builder()
@@ -99,6 +100,7 @@ pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "static"))
         .endpoint_url(endpoint)
+        .http_client(crate::aws::AwsHttpClient::shared())
 }
 
 /// The service's tables behind one client. Cheap to clone.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Every module of `shared`, by layer (0: domain, 1: adapters, 2: HTTP plumbing).
-const LAYERS: [(&str, u8); 39] = [
+const LAYERS: [(&str, u8); 40] = [
     ("catalog", 0),
     ("clock", 0),
     ("config", 0),
@@ -34,6 +34,7 @@ const LAYERS: [(&str, u8); 39] = [
     ("secrets", 1),
     ("aws", 1),
     ("telemetry", 1),
+    ("tls", 0),
     ("error", 2),
     ("auth", 2),
     ("http", 2),

@@ -86,8 +86,7 @@ impl HttpClient {
         authorization.set_sensitive(true);
         let version = HeaderValue::from_static(stripe_shared::version::VERSION.as_str());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| ClientError::Transport(format!("TLS setup: {e}")))?
+            .with_tls_config(crate::tls::client_config())
             .https_or_http()
             .enable_http1()
             .build();

@@ -151,6 +151,7 @@ impl Ministack {
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("local", "local", None, None, "static"))
             .endpoint_url(&self.endpoint)
+            .http_client(shared::aws::AwsHttpClient::shared())
             .build();
         aws_sdk_secretsmanager::Client::from_conf(config)
     }
