@@ -3,18 +3,25 @@
 //! `RateLimit`. A refusal is 429 `rate_limited` with `Retry-After`. Not limited: Stripe's
 //! webhook (its signature is its authentication), the OpenAPI document, and requests without
 //! a valid key (they are answered 401).
+//!
+//! A request its instance must lease tokens for waits for the lease before its handler runs,
+//! except a read: a safe method's handler (GET, HEAD) changes nothing, so it runs beside the
+//! lease and its answer is dropped for the 429 if the lease refuses it. An instance leases
+//! at most a few times per window (`crate::ratelimit`), so a refused read did its work at most
+//! that often; a cold instance's first read saves a DynamoDB round trip.
 
 use crate::auth::Account;
 use crate::catalog::Tier;
 use crate::error::ApiError;
 use crate::metering::plan_of;
-use crate::ratelimit::{Lease, Policy, Step};
+use crate::ratelimit::{Lease, Local, Policy, Step, Window};
 use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedMutexGuard;
 
 /// Most leases one request may ask for (a full batch, then single tokens).
 const MAX_LEASES: usize = 3;
@@ -59,35 +66,34 @@ pub async fn middleware(
     };
     let now_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
     let window = policy.window(now_ms);
-    let local = state.limiter.local(&record.key_hash);
-    let step = {
-        let mut local = local.lock().await;
-        let mut step = local.step(&policy, window.index);
-        for _ in 0..MAX_LEASES {
-            let Step::Lease { tokens } = step else { break };
-            let lease = state
-                .store
-                .rate_lease(
-                    &record.key_hash,
-                    window.index,
-                    window.ends_ms / 1000,
-                    tokens,
-                    policy.quota,
-                )
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "rate limit lease failed; admitting (fail open)");
-                    Lease::Failed
-                });
-            local.leased(window.index, lease);
-            step = local.step(&policy, window.index);
-        }
-        step
-    };
     let reset = window.reset_secs(now_ms);
+    let local = state.limiter.local(&record.key_hash);
+    let mut local = local.lock_owned().await;
+    let step = local.step(&policy, window.index);
+    let (step, handler) = match step {
+        // A read (a safe method: its handler changes nothing) runs beside the lease it
+        // waits for, and its answer is dropped if the lease refuses it: a cold instance's
+        // first read costs one DynamoDB round trip less. Anything else is admitted first.
+        Step::Lease { .. } if request.method().is_safe() => {
+            let lease = lease(&state, &record.key_hash, &policy, window, local, step);
+            let (step, response) = tokio::join!(lease, next.run(request));
+            (step, Handler::Ran(response))
+        }
+        Step::Lease { .. } => {
+            let step = lease(&state, &record.key_hash, &policy, window, local, step).await;
+            (step, Handler::Waits(request, next))
+        }
+        admitted_or_refused => {
+            drop(local);
+            (admitted_or_refused, Handler::Waits(request, next))
+        }
+    };
     match step {
         Step::Admit { remaining } => {
-            let mut response = next.run(request).await;
+            let mut response = match handler {
+                Handler::Ran(response) => response,
+                Handler::Waits(request, next) => next.run(request).await,
+            };
             set_headers(response.headers_mut(), &policy, remaining, reset);
             response
         }
@@ -103,6 +109,45 @@ pub async fn middleware(
             response
         }
     }
+}
+
+/// Leases tokens from the key's window item until `local` admits or refuses (at most
+/// [`MAX_LEASES`] calls). `local` stays locked throughout, so concurrent requests of one key
+/// on one instance wait for the lease in flight instead of racing to lease the window away.
+async fn lease(
+    state: &AppState,
+    key_hash: &str,
+    policy: &Policy,
+    window: Window,
+    mut local: OwnedMutexGuard<Local>,
+    mut step: Step,
+) -> Step {
+    for _ in 0..MAX_LEASES {
+        let Step::Lease { tokens } = step else { break };
+        let lease = state
+            .store
+            .rate_lease(
+                key_hash,
+                window.index,
+                window.ends_ms / 1000,
+                tokens,
+                policy.quota,
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "rate limit lease failed; admitting (fail open)");
+                Lease::Failed
+            });
+        local.leased(window.index, lease);
+        step = local.step(policy, window.index);
+    }
+    step
+}
+
+/// The request's handler: already run beside its lease, or waiting for admission.
+enum Handler {
+    Ran(Response),
+    Waits(Request, Next),
 }
 
 fn set_headers(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: u64) {

@@ -5,7 +5,7 @@ pub mod calls;
 pub mod faults;
 pub mod ministack;
 use anyhow::Context;
-pub use calls::CallCounter;
+pub use calls::{CallCounter, CallLog};
 pub use faults::DynamoFaults;
 use shared::AppState;
 use shared::clock::{Clock, SystemClock};

@@ -176,3 +176,79 @@ async fn concurrent_requests_of_one_key_wait_for_the_lease_in_flight() {
     }
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 }
+
+/// The order of one request's DynamoDB calls on an instance that has not leased yet.
+async fn calls_of_first_request(
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Vec<devkit::calls::CallEvent> {
+    let engine = devkit::Engine::memory().await.expect("an engine");
+    let log = devkit::CallLog::default();
+    let (state, _stripe) = devkit::state_with_emulator(log.local_client(&engine.endpoint))
+        .await
+        .expect("a state");
+    let account = shared::keys::AccountId::parse("acct_free_order").expect("an account");
+    let (key, _) = shared::keys::issue(
+        &state.store,
+        state.clock.as_ref(),
+        &account,
+        Stage::Test,
+        None,
+    )
+    .await
+    .expect("a key");
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", key.expose()))
+        .header("idempotency-key", "order-1");
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            axum::body::Body::from(body.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    log.take();
+    let response = local::router(state)
+        .oneshot(request.body(body).expect("a request"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 200);
+    log.take()
+}
+
+/// Whether a call was sent while the lease was in flight (between the lease's sending and
+/// its answer).
+fn sent_during_the_lease(events: &[devkit::calls::CallEvent]) -> bool {
+    let is_lease = |e: &devkit::calls::CallEvent| e.operation == "UpdateItem";
+    let sent = events
+        .iter()
+        .position(|e| is_lease(e) && !e.answered)
+        .expect("the lease was sent");
+    let answered = events
+        .iter()
+        .position(|e| is_lease(e) && e.answered)
+        .expect("the lease was answered");
+    events[sent + 1..answered].iter().any(|e| !e.answered)
+}
+
+#[tokio::test]
+async fn a_read_runs_beside_its_lease_and_a_write_waits_for_admission() {
+    let read = calls_of_first_request(Method::GET, "/v1/usage", None).await;
+    assert!(
+        sent_during_the_lease(&read),
+        "the read's own calls wait for the lease: {read:#?}"
+    );
+    let write = calls_of_first_request(
+        Method::POST,
+        "/v1/usage/analyses",
+        Some(serde_json::json!({"analysis_id": "ana_order_1"})),
+    )
+    .await;
+    assert!(
+        !sent_during_the_lease(&write),
+        "a write's calls start before its admission: {write:#?}"
+    );
+}
