@@ -101,13 +101,15 @@ pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .credentials_provider(Credentials::new("local", "local", None, None, "static"))
         .endpoint_url(endpoint)
         .http_client(crate::aws::AwsHttpClient::shared())
+        .endpoint_resolver(crate::aws::RegionalEndpoint::DYNAMODB)
 }
 
 /// The service's tables behind one client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     client: Client,
-    tables: TableNames,
+    /// Shared: the state is cloned for every route at start and into every request.
+    tables: std::sync::Arc<TableNames>,
     access_grace_secs: i64,
 }
 
@@ -115,7 +117,7 @@ impl Store {
     pub fn new(client: Client, tables: TableNames) -> Self {
         Self {
             client,
-            tables,
+            tables: std::sync::Arc::new(tables),
             access_grace_secs: crate::config::DEFAULT_ACCESS_GRACE_SECS,
         }
     }

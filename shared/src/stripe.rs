@@ -117,7 +117,7 @@ macro_rules! send {
             .build()
             .customize::<$output>()
             .request_strategy($crate::stripe::strategy($key))
-            .send(&$self.client)
+            .send(&*$self.client)
             .await
             .map_err($crate::stripe::failure);
         $crate::metrics::stripe_call(
@@ -497,7 +497,8 @@ pub enum Proration {
 
 #[derive(Clone)]
 pub struct StripeApi {
-    client: HttpClient,
+    /// Shared: the state is cloned for every route at start and into every request.
+    client: std::sync::Arc<HttpClient>,
 }
 
 impl std::fmt::Debug for StripeApi {
@@ -514,7 +515,9 @@ impl StripeApi {
     pub fn new(api_base: &str, secret_key: &str) -> Result<Self, StripeFailure> {
         let client = HttpClient::new(api_base, secret_key, TIMEOUT)
             .map_err(|e| StripeFailure::Refused(format!("building the Stripe client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client: std::sync::Arc::new(client),
+        })
     }
 
     pub async fn create_customer(
