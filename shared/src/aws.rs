@@ -8,7 +8,6 @@
 //! in every bootstrap. Lambda sets the role's credentials once per execution environment, so
 //! they are read once, like the rest of the configuration.
 
-use aws_sdk_dynamodb::config::endpoint::{Endpoint, EndpointFuture};
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, SharedHttpClient};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
@@ -112,115 +111,6 @@ fn connector_error(e: hyper_util::client::legacy::Error) -> ConnectorError {
     }
 }
 
-/// Where an AWS service's calls go, without the SDK's endpoint rules: the endpoint override
-/// when one is set, else the service's regional endpoint, `https://{service}.{region}.{dns
-/// suffix of the region's partition}`. The SDK's default resolvers give the same answers
-/// (tests compare them for a region of every partition) but, at a client's first call,
-/// parse the partitions' JSON and compile a regex per partition: about 0.4 M instructions
-/// of each cold start, per service. FIPS and dual-stack endpoints are never configured here,
-/// and are refused rather than guessed.
-#[derive(Debug, Clone, Copy)]
-pub struct RegionalEndpoint {
-    /// The endpoint prefix of the service: `dynamodb`, `secretsmanager`.
-    service: &'static str,
-}
-
-/// The DNS suffixes of AWS's partitions other than `aws` (`amazonaws.com`, and the suffix of
-/// any region no prefix names), by their regions' prefixes, as the SDK's `partitions.json`
-/// has them. The longest prefixes first.
-const PARTITION_SUFFIXES: [(&str, &str); 7] = [
-    ("us-isob-", "sc2s.sgov.gov"),
-    ("us-isof-", "csp.hci.ic.gov"),
-    ("us-iso-", "c2s.ic.gov"),
-    ("eu-isoe-", "cloud.adc-e.uk"),
-    ("eusc-", "amazonaws.eu"),
-    ("cn-", "amazonaws.com.cn"),
-    ("us-gov-", "amazonaws.com"),
-];
-
-impl RegionalEndpoint {
-    pub const DYNAMODB: Self = Self {
-        service: "dynamodb",
-    };
-    pub const SECRETS_MANAGER: Self = Self {
-        service: "secretsmanager",
-    };
-
-    /// The URL of the service's endpoint for these parameters of the SDK's resolver.
-    pub fn url(
-        &self,
-        region: Option<&str>,
-        endpoint: Option<&str>,
-        fips: bool,
-        dual_stack: bool,
-    ) -> Result<String, String> {
-        if fips || dual_stack {
-            return Err(format!(
-                "{}: FIPS and dual-stack endpoints are not configured (shared::aws::RegionalEndpoint)",
-                self.service
-            ));
-        }
-        if let Some(endpoint) = endpoint {
-            return Ok(endpoint.to_string());
-        }
-        let region = region
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| format!("{}: no region", self.service))?;
-        let suffix = PARTITION_SUFFIXES
-            .iter()
-            .find(|(prefix, _)| region.starts_with(prefix))
-            .map_or("amazonaws.com", |(_, suffix)| suffix);
-        Ok(format!("https://{}.{region}.{suffix}", self.service))
-    }
-
-    fn resolve(
-        &self,
-        region: Option<&str>,
-        endpoint: Option<&str>,
-        fips: Option<bool>,
-        dual_stack: Option<bool>,
-    ) -> EndpointFuture<'static> {
-        EndpointFuture::ready(
-            self.url(
-                region,
-                endpoint,
-                fips.unwrap_or(false),
-                dual_stack.unwrap_or(false),
-            )
-            .map(|url| Endpoint::builder().url(url).build())
-            .map_err(Into::into),
-        )
-    }
-}
-
-impl aws_sdk_dynamodb::config::endpoint::ResolveEndpoint for RegionalEndpoint {
-    fn resolve_endpoint<'a>(
-        &'a self,
-        params: &'a aws_sdk_dynamodb::config::endpoint::Params,
-    ) -> EndpointFuture<'a> {
-        self.resolve(
-            params.region(),
-            params.endpoint(),
-            params.use_fips(),
-            params.use_dual_stack(),
-        )
-    }
-}
-
-impl aws_sdk_secretsmanager::config::endpoint::ResolveEndpoint for RegionalEndpoint {
-    fn resolve_endpoint<'a>(
-        &'a self,
-        params: &'a aws_sdk_secretsmanager::config::endpoint::Params,
-    ) -> EndpointFuture<'a> {
-        self.resolve(
-            params.region(),
-            params.endpoint(),
-            params.use_fips(),
-            params.use_dual_stack(),
-        )
-    }
-}
-
 /// What is missing from the environment.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid AWS environment: {0}")]
@@ -286,9 +176,7 @@ impl AwsEnv {
             .region(self.region.clone())
             .credentials_provider(self.credentials.clone());
         config.set_endpoint_url(self.dynamodb_endpoint().map(str::to_string));
-        config = config
-            .http_client(self.http.clone())
-            .endpoint_resolver(RegionalEndpoint::DYNAMODB);
+        config = config.http_client(self.http.clone());
         aws_sdk_dynamodb::Client::from_conf(config.build())
     }
 
@@ -298,9 +186,7 @@ impl AwsEnv {
             .region(self.region.clone())
             .credentials_provider(self.credentials.clone());
         config.set_endpoint_url(self.secrets_endpoint().map(str::to_string));
-        config = config
-            .http_client(self.http.clone())
-            .endpoint_resolver(RegionalEndpoint::SECRETS_MANAGER);
+        config = config.http_client(self.http.clone());
         aws_sdk_secretsmanager::Client::from_conf(config.build())
     }
 }
@@ -354,74 +240,5 @@ mod tests {
         let none =
             AwsEnv::from_lookup(env(&[KEYS[0], KEYS[1], ("AWS_REGION", "us-east-1")])).unwrap();
         assert_eq!(none.dynamodb_endpoint(), None);
-    }
-    /// A region of every partition of the SDK's `partitions.json`, and some of `aws`.
-    const REGIONS: [&str; 13] = [
-        "us-east-1",
-        "eu-west-3",
-        "ap-southeast-7",
-        "mx-central-1",
-        "ca-west-1",
-        "cn-north-1",
-        "cn-northwest-1",
-        "us-gov-west-1",
-        "us-iso-east-1",
-        "us-isob-east-1",
-        "us-isof-south-1",
-        "eu-isoe-west-1",
-        "eusc-de-east-1",
-    ];
-
-    #[tokio::test]
-    async fn regional_endpoints_are_the_sdks_own() {
-        use aws_sdk_dynamodb::config::endpoint as ddb;
-        use aws_sdk_secretsmanager::config::endpoint as sm;
-        for region in REGIONS {
-            for endpoint in [None, Some("http://127.0.0.1:8000")] {
-                let params = ddb::Params::builder()
-                    .region(region)
-                    .use_fips(false)
-                    .use_dual_stack(false)
-                    .set_endpoint(endpoint.map(str::to_string))
-                    .build()
-                    .expect("parameters");
-                let sdk =
-                    ddb::ResolveEndpoint::resolve_endpoint(&ddb::DefaultResolver::new(), &params)
-                        .await
-                        .expect("the SDK's endpoint");
-                let ours =
-                    ddb::ResolveEndpoint::resolve_endpoint(&RegionalEndpoint::DYNAMODB, &params)
-                        .await
-                        .expect("our endpoint");
-                assert_eq!(ours.url(), sdk.url(), "dynamodb in {region}");
-
-                let params = sm::Params::builder()
-                    .region(region)
-                    .use_fips(false)
-                    .use_dual_stack(false)
-                    .set_endpoint(endpoint.map(str::to_string))
-                    .build()
-                    .expect("parameters");
-                let sdk =
-                    sm::ResolveEndpoint::resolve_endpoint(&sm::DefaultResolver::new(), &params)
-                        .await
-                        .expect("the SDK's endpoint");
-                let ours = sm::ResolveEndpoint::resolve_endpoint(
-                    &RegionalEndpoint::SECRETS_MANAGER,
-                    &params,
-                )
-                .await
-                .expect("our endpoint");
-                assert_eq!(ours.url(), sdk.url(), "secretsmanager in {region}");
-            }
-        }
-    }
-
-    #[test]
-    fn fips_and_dual_stack_are_refused_rather_than_guessed() {
-        let e = RegionalEndpoint::DYNAMODB;
-        assert!(e.url(Some("us-east-1"), None, true, false).is_err());
-        assert!(e.url(Some("us-east-1"), None, false, true).is_err());
-        assert!(e.url(None, None, false, false).is_err());
     }
 }

@@ -39,8 +39,10 @@ where
         std::future::pending::<Result<(), lambda_http::Error>>().await
     };
     tokio::select! {
-        failed = start => failed,
+        // The runtime first: its poll for an event is on the wire while the start works.
+        biased;
         served = serve(Started(started)) => served,
+        failed = start => failed,
     }
 }
 

@@ -143,7 +143,15 @@ pub fn init(stage: &str) {
 /// invocation, before Lambda freezes the instance.
 pub fn flush() {
     if let Some(collector) = COLLECTOR.get() {
-        flush_to(collector, std::io::stdout().lock());
+        // One write for all the lines (each stays a log event of its own).
+        let mut lines = Vec::with_capacity(2048);
+        flush_to(collector, &mut lines);
+        if !lines.is_empty() {
+            use std::io::Write;
+            if let Err(e) = std::io::stdout().lock().write_all(&lines) {
+                tracing::warn!(error = %e, "metrics were not written");
+            }
+        }
     }
 }
 

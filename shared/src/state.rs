@@ -73,34 +73,70 @@ impl AppState {
         clock: Arc<dyn Clock>,
         sells: Sells,
     ) -> Result<Self, StartupError> {
-        let store =
-            Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
-        let auth = Authenticator::new(config.stage);
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
-        let prices = match sells {
+        let prices = Self::resolve(&stripe, sells).await?;
+        Ok(Self::assemble(
+            config,
+            dynamodb,
+            stripe_keys,
+            stripe,
+            prices,
+            clock,
+        ))
+    }
+
+    async fn resolve(stripe: &StripeApi, sells: Sells) -> Result<Prices, StartupError> {
+        Ok(match sells {
             Sells::Catalog => stripe.resolve_prices(&crate::catalog::sellables()).await?,
             Sells::Nothing => Prices::default(),
-        };
-        Ok(Self {
+        })
+    }
+
+    fn assemble(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        stripe_keys: StripeKeys,
+        stripe: StripeApi,
+        prices: Prices,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let store =
+            Store::new(dynamodb, config.tables.clone()).with_access_grace(config.access_grace_secs);
+        Self {
+            auth: Authenticator::new(config.stage),
             config: Arc::new(config),
             store,
-            auth,
             stripe,
             stripe_keys: Arc::new(stripe_keys),
             prices: Arc::new(prices),
             clock,
             limiter: Limiter::default(),
-        })
+        }
     }
 
     /// The deployed state: configuration from the environment, AWS clients from the
     /// Lambda's environment ([`AwsEnv`]), the Stripe keys from Secrets Manager (once per
-    /// cold start).
+    /// cold start), then the prices. The DynamoDB client is built (CPU: the SDK parses its
+    /// endpoint partitions) while those calls are in flight.
     pub async fn from_env(sells: Sells) -> Result<Self, StartupError> {
         let config = Config::from_env()?;
         let aws = AwsEnv::from_env()?;
-        let keys = crate::secrets::load(&config, &aws).await?;
         crate::metrics::init(config.stage.as_str());
-        Self::new(config, aws.dynamodb(), keys, Arc::new(SystemClock), sells).await
+        let fetch = async {
+            let keys = crate::secrets::load(&config, &aws).await?;
+            let stripe = StripeApi::new(&config.stripe_api_base, &keys.secret_key)?;
+            let prices = Self::resolve(&stripe, sells).await?;
+            Ok::<_, StartupError>((keys, stripe, prices))
+        };
+        let (fetched, dynamodb) = tokio::join!(fetch, async { aws.dynamodb() });
+        let (keys, stripe, prices) = fetched?;
+        Ok(Self::assemble(
+            config,
+            dynamodb,
+            keys,
+            stripe,
+            prices,
+            Arc::new(SystemClock),
+        ))
     }
 }

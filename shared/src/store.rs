@@ -101,7 +101,6 @@ pub fn local_config(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
         .credentials_provider(Credentials::new("local", "local", None, None, "static"))
         .endpoint_url(endpoint)
         .http_client(crate::aws::AwsHttpClient::shared())
-        .endpoint_resolver(crate::aws::RegionalEndpoint::DYNAMODB)
 }
 
 /// The service's tables behind one client. Cheap to clone.

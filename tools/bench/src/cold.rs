@@ -145,7 +145,12 @@ fn event(root: &Path, binary: &Binary, api_key: &str, run: usize) -> anyhow::Res
     if event["headers"]["stripe-signature"] == local::invoke::SIGNATURE_PLACEHOLDER {
         let mut body: serde_json::Value =
             serde_json::from_str(event["body"].as_str().unwrap_or("{}"))?;
-        body["id"] = format!("evt_bench_cold_{}_{run}", std::process::id()).into();
+        // New in every section too (`cold`, then `roots`): a repeated id is a duplicate
+        // delivery, which the webhook answers from one read.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        body["id"] = format!("evt_bench_cold_{}_{nanos}_{run}", std::process::id()).into();
         let body = body.to_string();
         event["headers"]["stripe-signature"] = crate::seed::sign(&body).into();
         event["body"] = body.into();
