@@ -21,6 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::future::Future;
 use std::time::Duration;
 
 /// How long a connection to AWS may take to open: the SDK's default.
@@ -48,10 +49,13 @@ impl AwsHttpClient {
     /// The SDK crates are built without their default HTTPS client, so every AWS client
     /// is given this one.
     pub fn shared() -> SharedHttpClient {
-        static SHARED: std::sync::OnceLock<SharedHttpClient> = std::sync::OnceLock::new();
-        SHARED
-            .get_or_init(|| SharedHttpClient::new(Self::new()))
-            .clone()
+        SharedHttpClient::new(Self::instance().clone())
+    }
+
+    /// The process's client (clones share its connection pool).
+    fn instance() -> &'static Self {
+        static INSTANCE: std::sync::OnceLock<AwsHttpClient> = std::sync::OnceLock::new();
+        INSTANCE.get_or_init(Self::new)
     }
 
     fn new() -> Self {
@@ -68,6 +72,22 @@ impl AwsHttpClient {
             http: HyperClient::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .build(tls),
+        }
+    }
+
+    /// Opens a connection to `url` and leaves it in the pool: a `GET` of the root, which
+    /// needs no signature (DynamoDB's answers a health line), read to its end so the
+    /// kept-alive connection goes back to the pool. What it answers does not matter, and a
+    /// failure only means the first call connects itself.
+    async fn warm(&self, url: &str) {
+        let open = async {
+            let request = http::Request::get(url).body(SdkBody::empty())?;
+            let response = self.http.request(request).await?;
+            http_body_util::BodyExt::collect(response.into_body()).await?;
+            Ok::<_, axum::BoxError>(())
+        };
+        if let Err(e) = open.await {
+            tracing::debug!(error = %e, url, "warming a connection to AWS");
         }
     }
 }
@@ -168,6 +188,43 @@ impl AwsEnv {
         self.secrets_endpoint
             .as_deref()
             .or(self.endpoint.as_deref())
+    }
+
+    /// Opens `connections` connections to DynamoDB at once, ahead of the first call, so that
+    /// the first request's calls find them open (in AWS, a TLS handshake each) instead of
+    /// opening their own ([`AwsHttpClient`]). Ends when they are open: a cold start spawns
+    /// it and waits for nothing. The endpoint is the one DynamoDB calls go to: the override,
+    /// else the SDK's resolution for the region.
+    pub fn warm_dynamodb(&self, connections: usize) -> impl Future<Output = ()> + Send + 'static {
+        let endpoint = self.dynamodb_endpoint().map(str::to_string);
+        let region = self.region.to_string();
+        async move {
+            let Some(url) = Self::dynamodb_url(endpoint, region).await else {
+                return;
+            };
+            let url: std::sync::Arc<str> = url.into();
+            let mut opening = tokio::task::JoinSet::new();
+            for _ in 0..connections {
+                let url = url.clone();
+                opening.spawn(async move { AwsHttpClient::instance().warm(&url).await });
+            }
+            while opening.join_next().await.is_some() {}
+        }
+    }
+
+    async fn dynamodb_url(endpoint: Option<String>, region: String) -> Option<String> {
+        use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        if endpoint.is_some() {
+            return endpoint;
+        }
+        let params = Params::builder().region(region).build().ok()?;
+        match DefaultResolver::new().resolve_endpoint(&params).await {
+            Ok(endpoint) => Some(endpoint.url().to_string()),
+            Err(e) => {
+                tracing::debug!(error = %e, "resolving DynamoDB's endpoint to warm it");
+                None
+            }
+        }
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {

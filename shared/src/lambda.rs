@@ -8,34 +8,51 @@ use std::task::{Context, Poll};
 /// Initialises logging, builds the state once per cold start and serves `router`'s routes
 /// to API Gateway events until the runtime stops.
 ///
-/// The start (the AWS and Stripe clients, the prices resolved from Stripe) runs beside the
-/// runtime's first poll for an event rather than before it, and the first event waits for
-/// it: a cold start pays the longer of the two instead of both. A start that fails ends the
-/// process with its error, as it did before any event.
+/// The start runs beside the runtime's first poll for an event rather than before it, in
+/// two parts: the state (the AWS and Stripe clients), which the first event waits for, and
+/// the prices' resolution from Stripe, which runs beside the first event's handler (only a
+/// handler that sells waits for the prices) and which the first answer waits for. A cold
+/// start pays the longest of the three instead of their sum. A start that fails, either
+/// part, ends the process with its error before any answer, as it did before any event.
 pub async fn run(
     router: fn(AppState) -> axum::Router,
     sells: Sells,
 ) -> Result<(), lambda_http::Error> {
     crate::telemetry::init();
-    let start = async move { AppState::from_env(sells).await.map(router) };
+    let start = async move {
+        // The runtime's first poll only opens its connection: these yields let it send its
+        // request for an event before the start's CPU work, which then runs while the event
+        // is on its way. A yield resumes once the I/O driver has run, and the request takes
+        // a few hops (connected, handshaken, written), each a turn of the driver.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        let (state, prices) = AppState::from_env(sells).await?;
+        Ok::<_, crate::state::StartupError>((router(state), prices))
+    };
     serve_once_started(start, lambda_http::run).await
 }
 
-/// Runs `start` beside `serve`, which is given the router `start` builds ([`Started`]):
-/// returns `start`'s error if it fails, else whatever `serve` returns.
-pub async fn serve_once_started<E, S>(
-    start: impl Future<Output = Result<axum::Router, E>>,
+/// Runs `start` beside `serve`, which is given the router `start` builds ([`Started`]).
+/// `start` gives the router and the rest of its work (`rest`): requests run once the router
+/// exists, and their answers wait for `rest`. Returns `start`'s or `rest`'s error if either
+/// fails (no answer has gone out then), else whatever `serve` returns.
+pub async fn serve_once_started<E, R, S>(
+    start: impl Future<Output = Result<(axum::Router, R), E>>,
     serve: impl FnOnce(Started) -> S,
 ) -> Result<(), lambda_http::Error>
 where
     E: Into<lambda_http::Error>,
+    R: Future<Output = Result<(), E>>,
     S: Future<Output = Result<(), lambda_http::Error>>,
 {
-    let (ready, started) = tokio::sync::watch::channel(None);
+    let (phase, started) = tokio::sync::watch::channel(Phase::Starting);
     let start = async move {
-        let router = start.await.map_err(Into::into)?;
+        let (router, rest) = start.await.map_err(Into::into)?;
+        phase.send_replace(Phase::Routed(router.clone()));
+        rest.await.map_err(Into::into)?;
         // Kept open while the process serves: the router stays readable.
-        let _ = ready.send(Some(router));
+        phase.send_replace(Phase::Started(router));
         std::future::pending::<Result<(), lambda_http::Error>>().await
     };
     tokio::select! {
@@ -46,9 +63,28 @@ where
     }
 }
 
-/// The routes, once the start has built them: each request waits for them first.
+/// How far the start is.
 #[derive(Clone)]
-pub struct Started(tokio::sync::watch::Receiver<Option<axum::Router>>);
+enum Phase {
+    Starting,
+    /// The routes exist; the rest of the start still runs.
+    Routed(axum::Router),
+    Started(axum::Router),
+}
+
+impl Phase {
+    fn router(&self) -> Option<&axum::Router> {
+        match self {
+            Self::Starting => None,
+            Self::Routed(router) | Self::Started(router) => Some(router),
+        }
+    }
+}
+
+/// The routes, once the start has built them: each request waits for them first, and its
+/// answer waits for the whole start.
+#[derive(Clone)]
+pub struct Started(tokio::sync::watch::Receiver<Phase>);
 
 impl<B> tower::Service<http::Request<B>> for Started
 where
@@ -65,20 +101,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let mut started = self.0.clone();
+        let mut phase = self.0.clone();
         Box::pin(async move {
-            let router = started
-                .wait_for(Option::is_some)
+            const FAILED: &str = "the function's start failed";
+            let router = phase
+                .wait_for(|p| p.router().is_some())
                 .await
-                .map_err(|_| "the function's start failed")?
-                .clone();
+                .map_err(|_| FAILED)?
+                .router()
+                .cloned();
             let Some(router) = router else {
                 return Err("the function has not started".into());
             };
-            match tower::ServiceExt::oneshot(router, request).await {
-                Ok(response) => Ok(response),
+            let response = match tower::ServiceExt::oneshot(router, request).await {
+                Ok(response) => response,
                 Err(never) => match never {},
-            }
+            };
+            phase
+                .wait_for(|p| matches!(p, Phase::Started(_)))
+                .await
+                .map_err(|_| FAILED)?;
+            Ok(response)
         })
     }
 }
@@ -86,6 +129,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
     use tower::ServiceExt;
 
@@ -107,7 +152,7 @@ mod tests {
         // after the other, they would wait for each other forever.
         let start = async {
             let _ = poll_seen.await;
-            Ok::<_, lambda_http::Error>(hello())
+            Ok::<_, lambda_http::Error>((hello(), std::future::ready(Ok(()))))
         };
         let serve = |started: Started| async move {
             let _ = polled.send(());
@@ -122,12 +167,87 @@ mod tests {
         assert_eq!(answer.await.expect("an answer"), 200);
     }
 
+    /// A router whose handler says when it has run, and the rest of a start that ends
+    /// (with `outcome`) only once that handler has run: run one after the other, the two
+    /// would wait for each other forever.
+    fn handler_and_rest(
+        outcome: Result<(), &'static str>,
+    ) -> (
+        axum::Router,
+        impl Future<Output = Result<(), &'static str>>,
+        Arc<AtomicBool>,
+    ) {
+        let (handled, handler_seen) = tokio::sync::oneshot::channel::<()>();
+        let handled = Arc::new(std::sync::Mutex::new(Some(handled)));
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || async move {
+                if let Some(handled) = handled.lock().ok().and_then(|mut h| h.take()) {
+                    let _ = handled.send(());
+                }
+                "hello"
+            }),
+        );
+        let rest_done = Arc::new(AtomicBool::new(false));
+        let rest = {
+            let rest_done = rest_done.clone();
+            async move {
+                let _ = handler_seen.await;
+                tokio::task::yield_now().await;
+                rest_done.store(true, Ordering::SeqCst);
+                outcome
+            }
+        };
+        (router, rest, rest_done)
+    }
+
+    #[tokio::test]
+    async fn the_first_handler_runs_beside_the_rest_of_the_start_and_its_answer_waits_for_it() {
+        let (router, rest, rest_done) = handler_and_rest(Ok(()));
+        let start = async { Ok::<_, &str>((router, rest)) };
+        let serve = |started: Started| async move {
+            let response = started.oneshot(request()).await?;
+            assert!(
+                rest_done.load(Ordering::SeqCst),
+                "the answer went out before the start had finished"
+            );
+            assert_eq!(response.status(), 200);
+            Ok(())
+        };
+        let served = tokio::time::timeout(Duration::from_secs(5), serve_once_started(start, serve))
+            .await
+            .expect("the handler and the rest of the start ran together");
+        assert!(served.is_ok(), "{served:?}");
+    }
+
     #[tokio::test]
     async fn a_failed_start_ends_the_run_with_its_error() {
-        let start = async { Err::<axum::Router, _>("Stripe has no price `billing_pro_monthly`") };
+        let start = async {
+            Err::<(axum::Router, std::future::Ready<Result<(), &str>>), _>(
+                "the AWS environment has no region",
+            )
+        };
         // The runtime waits for an event that never comes, as on an idle instance.
         let served = serve_once_started(start, |_| std::future::pending()).await;
         let err = served.expect_err("the start failed");
+        assert!(err.to_string().contains("no region"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_rest_of_the_start_ends_the_run_before_the_first_answer() {
+        let (answered, answer) = tokio::sync::oneshot::channel::<u16>();
+        let (router, rest, _) = handler_and_rest(Err("Stripe has no price `billing_pro_monthly`"));
+        let start = async { Ok::<_, &str>((router, rest)) };
+        let serve = |started: Started| async move {
+            let response = started.oneshot(request()).await?;
+            let _ = answered.send(response.status().as_u16());
+            Ok(())
+        };
+        let served = tokio::time::timeout(Duration::from_secs(5), serve_once_started(start, serve))
+            .await
+            .expect("the run ended");
+        let err = served.expect_err("the start failed");
         assert!(err.to_string().contains("billing_pro_monthly"), "{err}");
+        assert!(answer.await.is_err(), "an answer went out");
     }
 }

@@ -9,7 +9,9 @@ use crate::ratelimit::Limiter;
 use crate::secrets::StripeKeys;
 use crate::store::Store;
 use crate::stripe::StripeApi;
-use crate::stripe::prices::{PriceError, Prices};
+use crate::stripe::prices::{PriceBook, PriceError, Prices};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Whether a function sells the catalog (checkouts, upgrades, the tiers' price ids), and so
@@ -30,7 +32,7 @@ pub struct AppState {
     pub stripe: StripeApi,
     pub stripe_keys: Arc<StripeKeys>,
     /// The catalog's lookup keys resolved to this Stripe account's price ids, at start.
-    pub prices: Arc<Prices>,
+    pub prices: PriceBook,
     pub clock: Arc<dyn Clock>,
     /// This instance's share of each key's rate-limit window.
     pub limiter: Limiter,
@@ -45,6 +47,9 @@ impl Authenticates for AppState {
         &self.store
     }
 }
+
+/// The resolution of a state's prices ([`AppState::from_env`]), to drive once.
+pub type PriceResolution = Pin<Box<dyn Future<Output = Result<(), StartupError>> + Send>>;
 
 /// Why the state could not be built at cold start.
 #[derive(Debug, thiserror::Error)]
@@ -74,18 +79,18 @@ impl AppState {
         sells: Sells,
     ) -> Result<Self, StartupError> {
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
-        let prices = Self::resolve(&stripe, sells).await?;
+        let prices = Self::resolve(stripe.clone(), sells).await?;
         Ok(Self::assemble(
             config,
             dynamodb,
             stripe_keys,
             stripe,
-            prices,
+            PriceBook::resolved(prices),
             clock,
         ))
     }
 
-    async fn resolve(stripe: &StripeApi, sells: Sells) -> Result<Prices, StartupError> {
+    async fn resolve(stripe: StripeApi, sells: Sells) -> Result<Prices, PriceError> {
         Ok(match sells {
             Sells::Catalog => stripe.resolve_prices(&crate::catalog::sellables()).await?,
             Sells::Nothing => Prices::default(),
@@ -97,7 +102,7 @@ impl AppState {
         dynamodb: aws_sdk_dynamodb::Client,
         stripe_keys: StripeKeys,
         stripe: StripeApi,
-        prices: Prices,
+        prices: PriceBook,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let store =
@@ -108,35 +113,43 @@ impl AppState {
             store,
             stripe,
             stripe_keys: Arc::new(stripe_keys),
-            prices: Arc::new(prices),
+            prices,
             clock,
             limiter: Limiter::default(),
         }
     }
 
     /// The deployed state: configuration from the environment, AWS clients from the
-    /// Lambda's environment ([`AwsEnv`]), the Stripe keys from Secrets Manager (once per
-    /// cold start), then the prices. The DynamoDB client is built (CPU: the SDK parses its
-    /// endpoint partitions) while those calls are in flight.
-    pub async fn from_env(sells: Sells) -> Result<Self, StartupError> {
-        let config = Config::from_env()?;
+    /// Lambda's environment ([`AwsEnv`]) and the Stripe keys from Secrets Manager (once per
+    /// cold start); the DynamoDB client is built (CPU: the SDK parses its endpoint
+    /// partitions) while the keys are fetched. The prices are not resolved yet: with the
+    /// state comes their resolution, which the caller drives beside the first request
+    /// (`crate::lambda`); until it ends, a handler that sells waits for it.
+    pub async fn from_env(sells: Sells) -> Result<(Self, PriceResolution), StartupError> {
         let aws = AwsEnv::from_env()?;
+        // Opened while the keys are fetched and the clients built: the first request makes
+        // up to two calls at once (a read beside its lease).
+        tokio::spawn(aws.warm_dynamodb(2));
+        let config = Config::from_env()?;
         crate::metrics::init(config.stage.as_str());
         let fetch = async {
             let keys = crate::secrets::load(&config, &aws).await?;
             let stripe = StripeApi::new(&config.stripe_api_base, &keys.secret_key)?;
-            let prices = Self::resolve(&stripe, sells).await?;
-            Ok::<_, StartupError>((keys, stripe, prices))
+            Ok::<_, StartupError>((keys, stripe))
         };
         let (fetched, dynamodb) = tokio::join!(fetch, async { aws.dynamodb() });
-        let (keys, stripe, prices) = fetched?;
-        Ok(Self::assemble(
+        let (keys, stripe) = fetched?;
+        let (prices, resolution) = PriceBook::resolving(Self::resolve(stripe.clone(), sells));
+        let resolution: PriceResolution =
+            Box::pin(async move { resolution.await.map_err(StartupError::from) });
+        let state = Self::assemble(
             config,
             dynamodb,
             keys,
             stripe,
             prices,
             Arc::new(SystemClock),
-        ))
+        );
+        Ok((state, resolution))
     }
 }

@@ -35,3 +35,46 @@ async fn the_aws_clients_reach_dynamodb_through_their_own_http_client() {
         "{err:?}"
     );
 }
+
+/// A relay in front of the engine that counts the connections made through it.
+async fn counting_relay(engine: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let target = engine.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (url, opened)
+}
+
+#[tokio::test]
+async fn a_cold_start_opens_the_connections_its_first_calls_use() {
+    use std::sync::atomic::Ordering;
+    let engine = devkit::Engine::memory().await.unwrap();
+    let (relay, opened) = counting_relay(&engine.endpoint).await;
+    let aws = env(relay);
+    aws.warm_dynamodb(2).await;
+    assert_eq!(opened.load(Ordering::SeqCst), 2, "the warm-up opened two");
+
+    // Two calls at once, then one more: all on the connections already open.
+    let client = aws.dynamodb();
+    let (a, b) = tokio::join!(client.list_tables().send(), client.list_tables().send());
+    a.unwrap();
+    b.unwrap();
+    client.list_tables().send().await.unwrap();
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "the calls opened connections of their own"
+    );
+}

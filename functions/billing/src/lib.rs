@@ -99,13 +99,14 @@ pub struct TiersResponse {
         (status = 500, response = InternalError),
     )
 )]
-async fn tiers(State(state): State<AppState>, _: Account) -> Json<TiersResponse> {
-    Json(TiersResponse {
+async fn tiers(State(state): State<AppState>, _: Account) -> Result<Json<TiersResponse>, ApiError> {
+    let prices = state.prices.get().await?;
+    Ok(Json(TiersResponse {
         tiers: TIERS
             .iter()
-            .map(|t| TierView::new(t, state.prices.tier(t.tier).map(str::to_string)))
+            .map(|t| TierView::new(t, prices.tier(t.tier).map(str::to_string)))
             .collect(),
-    })
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,8 +186,8 @@ async fn checkout(
     let key = subject.key();
     let existing = state.store.subscription(account.id.as_str(), &key).await?;
     let customer = ensure_customer(&state, &account.id, &subject, existing).await?;
-    let price_id = state
-        .prices
+    let prices = state.prices.get().await?;
+    let price_id = prices
         .tier(tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let order = Order::new(
@@ -389,7 +390,7 @@ async fn purchase_report(
             CheckoutRequest {
                 customer: Some(&customer),
                 customer_email: None,
-                price_id: state.prices.id(REPORT.lookup_key)?,
+                price_id: state.prices.get().await?.id(REPORT.lookup_key)?,
                 mode: CheckoutMode::Payment,
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),

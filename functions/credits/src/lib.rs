@@ -258,7 +258,7 @@ async fn purchase(
             CheckoutRequest {
                 customer: None,
                 customer_email: email.as_deref(),
-                price_id: state.prices.id(pack.lookup_key)?,
+                price_id: state.prices.get().await?.id(pack.lookup_key)?,
                 mode: CheckoutMode::Payment,
                 success_url: success_url.as_str(),
                 cancel_url: cancel_url.as_str(),

@@ -319,8 +319,8 @@ async fn create_locked(
                 })?,
         ),
     };
-    let price = state
-        .prices
+    let prices = state.prices.get().await?;
+    let price = prices
         .tier(tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let order = Order {
@@ -663,8 +663,8 @@ async fn upgrade(
         .item_id
         .clone()
         .ok_or_else(|| ApiError::internal(format!("{id} has no item")))?;
-    let price = state
-        .prices
+    let prices = state.prices.get().await?;
+    let price = prices
         .tier(new_tier)
         .ok_or_else(|| ApiError::internal("paid tier without a price"))?;
     let proration_cents = state

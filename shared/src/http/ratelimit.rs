@@ -73,10 +73,13 @@ pub async fn middleware(
     let (step, handler) = match step {
         // A read (a safe method: its handler changes nothing) runs beside the lease it
         // waits for, and its answer is dropped if the lease refuses it: a cold instance's
-        // first read costs one DynamoDB round trip less. Anything else is admitted first.
+        // first read costs one DynamoDB round trip less. Its handler is polled first, so its
+        // first read goes out ahead of the lease's write: an engine that serializes its
+        // work (the local one) answers the read first and the handler's next call waits
+        // behind the write rather than the whole handler. Anything else is admitted first.
         Step::Lease { .. } if request.method().is_safe() => {
             let lease = lease(&state, &record.key_hash, &policy, window, local, step);
-            let (step, response) = tokio::join!(lease, next.run(request));
+            let (response, step) = tokio::join!(next.run(request), lease);
             (step, Handler::Ran(response))
         }
         Step::Lease { .. } => {

@@ -12,6 +12,8 @@ use super::{StripeApi, StripeFailure, wire};
 use crate::catalog::{CURRENCY, Sellable, Tier};
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 use stripe_client_core::{RequestBuilder, StripeMethod, StripeRequest};
 use stripe_product::price::{
     CreatePrice, CreatePriceRecurring, CreatePriceRecurringInterval, ListPrice,
@@ -113,6 +115,47 @@ impl Prices {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         }
+    }
+}
+
+/// The prices as a function's handlers see them: resolved once per cold start, beside the
+/// first request rather than before it (`crate::lambda`). A handler that sells waits for
+/// them ([`PriceBook::get`]); the others never do. Clones share the one resolution.
+#[derive(Debug, Clone)]
+pub struct PriceBook(tokio::sync::watch::Receiver<Option<Arc<Prices>>>);
+
+impl PriceBook {
+    /// Prices already resolved.
+    pub fn resolved(prices: Prices) -> Self {
+        Self(tokio::sync::watch::channel(Some(Arc::new(prices))).1)
+    }
+
+    /// A book that `resolve` fills: the book, and the resolution to drive. If the
+    /// resolution fails, the function's start fails with its error (`crate::lambda`), and
+    /// a handler still waiting is told the prices are missing.
+    pub fn resolving(
+        resolve: impl Future<Output = Result<Prices, PriceError>>,
+    ) -> (Self, impl Future<Output = Result<(), PriceError>>) {
+        let (book, prices) = tokio::sync::watch::channel(None);
+        let resolution = async move {
+            book.send_replace(Some(Arc::new(resolve.await?)));
+            Ok(())
+        };
+        (Self(prices), resolution)
+    }
+
+    /// The prices, once resolved.
+    pub async fn get(&self) -> Result<Arc<Prices>, StripeFailure> {
+        let mut prices = self.0.clone();
+        let resolved = prices
+            .wait_for(Option::is_some)
+            .await
+            .map(|p| p.clone())
+            .ok()
+            .flatten();
+        resolved.ok_or_else(|| {
+            StripeFailure::Refused("the catalog's prices could not be resolved at start".into())
+        })
     }
 }
 
@@ -568,6 +611,37 @@ impl StripeApi {
 mod tests {
     use super::*;
     use crate::catalog::sellables;
+
+    #[tokio::test]
+    async fn a_book_answers_once_its_resolution_ends_and_says_so_when_it_failed() {
+        let (sent, arrives) = tokio::sync::oneshot::channel::<Result<Prices, PriceError>>();
+        let (book, resolution) = PriceBook::resolving(async move {
+            arrives.await.unwrap_or(Err(PriceError::Missing(vec![])))
+        });
+        let waiting = tokio::spawn({
+            let book = book.clone();
+            async move { book.get().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "answered before the prices were resolved"
+        );
+        let _ = sent.send(Ok(Prices::from_pairs([("pro", "price_1")])));
+        resolution.await.expect("resolved");
+        let prices = waiting.await.expect("a task").expect("the prices");
+        assert_eq!(prices.id("pro").ok(), Some("price_1"));
+        assert_eq!(
+            book.get().await.expect("still there").id("pro").ok(),
+            Some("price_1")
+        );
+
+        let (book, resolution) =
+            PriceBook::resolving(async { Err(PriceError::Missing(vec!["pro".into()])) });
+        let err = resolution.await.expect_err("nothing to resolve");
+        assert!(err.to_string().contains("`pro`"), "{err}");
+        assert!(book.get().await.is_err());
+    }
 
     fn price_of(item: &Sellable, id: &str) -> Price {
         Price {

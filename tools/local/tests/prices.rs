@@ -35,6 +35,9 @@ async fn a_function_whose_price_is_missing_fails_at_start_naming_its_lookup_key(
     let report = app
         .state
         .prices
+        .get()
+        .await
+        .unwrap()
         .id("billing_report_single")
         .unwrap()
         .to_string();
@@ -74,7 +77,15 @@ async fn a_function_whose_price_is_missing_fails_at_start_naming_its_lookup_key(
 #[tokio::test]
 async fn a_changed_amount_moves_the_lookup_key_to_a_new_price_that_the_next_checkout_uses() {
     let app = TestApp::spawn(billing::router).await;
-    let old = app.state.prices.tier(Tier::Pro).unwrap().to_string();
+    let old = app
+        .state
+        .prices
+        .get()
+        .await
+        .unwrap()
+        .tier(Tier::Pro)
+        .unwrap()
+        .to_string();
 
     // The catalog's Pro price goes from $99 to $89.
     let mut catalog = sellables();
@@ -125,7 +136,10 @@ async fn a_changed_amount_moves_the_lookup_key_to_a_new_price_that_the_next_chec
 
     // The next cold start resolves the new id; its checkout sells the new price.
     let state = cold_start(&app).await.unwrap();
-    assert_eq!(state.prices.tier(Tier::Pro), Some(new.as_str()));
+    assert_eq!(
+        state.prices.get().await.unwrap().tier(Tier::Pro),
+        Some(new.as_str())
+    );
     let response = billing::router(state)
         .oneshot(
             Request::post("/v1/billing/checkout")

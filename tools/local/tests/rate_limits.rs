@@ -219,27 +219,64 @@ async fn calls_of_first_request(
     log.take()
 }
 
-/// Whether a call was sent while the lease was in flight (between the lease's sending and
-/// its answer).
-fn sent_during_the_lease(events: &[devkit::calls::CallEvent]) -> bool {
-    let is_lease = |e: &devkit::calls::CallEvent| e.operation == "UpdateItem";
-    let sent = events
+fn is_lease(e: &devkit::calls::CallEvent) -> bool {
+    e.operation == "UpdateItem" && e.table.ends_with("rate-limits")
+}
+
+/// Each call other than the lease, as the positions of its sending and its answer.
+fn other_calls(events: &[devkit::calls::CallEvent]) -> Vec<(usize, usize)> {
+    events
         .iter()
-        .position(|e| is_lease(e) && !e.answered)
-        .expect("the lease was sent");
-    let answered = events
+        .enumerate()
+        .filter(|(_, e)| !e.answered && !is_lease(e))
+        .map(|(sent, e)| {
+            let answered = events[sent..]
+                .iter()
+                .position(|a| a.answered && a.operation == e.operation && a.table == e.table)
+                .map_or(usize::MAX, |offset| sent + offset);
+            (sent, answered)
+        })
+        .collect()
+}
+
+/// Where the lease was sent and answered.
+fn the_lease(events: &[devkit::calls::CallEvent]) -> (usize, usize) {
+    let find = |answered: bool| {
+        events
+            .iter()
+            .position(|e| is_lease(e) && e.answered == answered)
+            .unwrap_or_else(|| panic!("no lease (answered: {answered}): {events:#?}"))
+    };
+    (find(false), find(true))
+}
+
+/// Whether another call was in flight with the lease: sent before the lease's answer,
+/// answered after the lease's sending.
+fn runs_beside_the_lease(events: &[devkit::calls::CallEvent]) -> bool {
+    let (lease_sent, lease_answered) = the_lease(events);
+    other_calls(events)
         .iter()
-        .position(|e| is_lease(e) && e.answered)
-        .expect("the lease was answered");
-    events[sent + 1..answered].iter().any(|e| !e.answered)
+        .any(|&(sent, answered)| sent < lease_answered && answered > lease_sent)
+}
+
+/// Whether a call in flight with the lease was sent before it.
+fn goes_out_ahead_of_the_lease(events: &[devkit::calls::CallEvent]) -> bool {
+    let (lease_sent, _) = the_lease(events);
+    other_calls(events)
+        .iter()
+        .any(|&(sent, answered)| sent < lease_sent && answered > lease_sent)
 }
 
 #[tokio::test]
 async fn a_read_runs_beside_its_lease_and_a_write_waits_for_admission() {
     let read = calls_of_first_request(Method::GET, "/v1/usage", None).await;
     assert!(
-        sent_during_the_lease(&read),
+        runs_beside_the_lease(&read),
         "the read's own calls wait for the lease: {read:#?}"
+    );
+    assert!(
+        goes_out_ahead_of_the_lease(&read),
+        "the read's first call goes out behind the lease's write: {read:#?}"
     );
     let write = calls_of_first_request(
         Method::POST,
@@ -248,7 +285,7 @@ async fn a_read_runs_beside_its_lease_and_a_write_waits_for_admission() {
     )
     .await;
     assert!(
-        !sent_during_the_lease(&write),
+        !runs_beside_the_lease(&write),
         "a write's calls start before its admission: {write:#?}"
     );
 }

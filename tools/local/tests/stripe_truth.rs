@@ -182,6 +182,9 @@ async fn an_upgrade_whose_answer_was_lost_converges_on_retry() {
         in_stripe["items"]["data"][0]["price"]["id"],
         app.state
             .prices
+            .get()
+            .await
+            .unwrap()
             .tier(shared::catalog::Tier::Enterprise)
             .unwrap(),
         "the change reached Stripe"
