@@ -1,6 +1,6 @@
 //! The Lambda entry point every function's `main` calls.
 
-use crate::state::{AppState, Sells};
+use crate::state::{AppState, StripeUse};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 /// part, ends the process with its error before any answer, as it did before any event.
 pub async fn run(
     router: fn(AppState) -> axum::Router,
-    sells: Sells,
+    uses: StripeUse,
 ) -> Result<(), lambda_http::Error> {
     crate::telemetry::init();
     let start = async move {
@@ -27,7 +27,7 @@ pub async fn run(
         for _ in 0..3 {
             tokio::task::yield_now().await;
         }
-        let (state, prices) = AppState::from_env(sells).await?;
+        let (state, prices) = AppState::from_env(uses).await?;
         Ok::<_, crate::state::StartupError>((router(state), prices))
     };
     serve_once_started(start, lambda_http::run).await

@@ -14,14 +14,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-/// Whether a function sells the catalog (checkouts, upgrades, the tiers' price ids), and so
-/// resolves its prices at start.
+/// What a function does with Stripe, and so what its start fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sells {
-    Catalog,
-    /// Metering, the webhook, the reconciler: they read a subscription's plan from its
-    /// price's catalog key, never a price id, and start without a Stripe call.
-    Nothing,
+pub enum StripeUse {
+    /// It sells the catalog (checkouts, upgrades, the tiers' price ids): Stripe's keys, and
+    /// the catalog's prices resolved.
+    Sells,
+    /// It calls Stripe or checks Stripe's signatures and sells nothing (the webhook, the
+    /// reconciler): Stripe's keys. It reads a subscription's plan from its price's catalog
+    /// key, never a price id.
+    Calls,
+    /// It never speaks to Stripe (metering): no secret is read, and its Stripe client holds
+    /// no key ([`StripeApi::keyless`]).
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -30,7 +35,8 @@ pub struct AppState {
     pub store: Store,
     pub auth: Authenticator,
     pub stripe: StripeApi,
-    pub stripe_keys: Arc<StripeKeys>,
+    /// None in a function that never speaks to Stripe ([`StripeUse::Never`]).
+    pub stripe_keys: Option<Arc<StripeKeys>>,
     /// The catalog's lookup keys resolved to this Stripe account's price ids, at start.
     pub prices: PriceBook,
     pub clock: Arc<dyn Clock>,
@@ -67,7 +73,7 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// The state, with the prices of what this function `sells` resolved: one Stripe call,
+    /// The state, with the prices of what this function sells resolved: one Stripe call,
     /// which fails naming every lookup key the account lacks (so a function without a price
     /// never starts, rather than answering 500 per purchase). A function that sells nothing
     /// makes no call.
@@ -76,31 +82,31 @@ impl AppState {
         dynamodb: aws_sdk_dynamodb::Client,
         stripe_keys: StripeKeys,
         clock: Arc<dyn Clock>,
-        sells: Sells,
+        uses: StripeUse,
     ) -> Result<Self, StartupError> {
         let stripe = StripeApi::new(&config.stripe_api_base, &stripe_keys.secret_key)?;
-        let prices = Self::resolve(stripe.clone(), sells).await?;
+        let prices = Self::resolve(stripe.clone(), uses).await?;
         Ok(Self::assemble(
             config,
             dynamodb,
-            stripe_keys,
+            Some(stripe_keys),
             stripe,
             PriceBook::resolved(prices),
             clock,
         ))
     }
 
-    async fn resolve(stripe: StripeApi, sells: Sells) -> Result<Prices, PriceError> {
-        Ok(match sells {
-            Sells::Catalog => stripe.resolve_prices(&crate::catalog::sellables()).await?,
-            Sells::Nothing => Prices::default(),
+    async fn resolve(stripe: StripeApi, uses: StripeUse) -> Result<Prices, PriceError> {
+        Ok(match uses {
+            StripeUse::Sells => stripe.resolve_prices(&crate::catalog::sellables()).await?,
+            StripeUse::Calls | StripeUse::Never => Prices::default(),
         })
     }
 
     fn assemble(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
-        stripe_keys: StripeKeys,
+        stripe_keys: Option<StripeKeys>,
         stripe: StripeApi,
         prices: PriceBook,
         clock: Arc<dyn Clock>,
@@ -112,34 +118,46 @@ impl AppState {
             config: Arc::new(config),
             store,
             stripe,
-            stripe_keys: Arc::new(stripe_keys),
+            stripe_keys: stripe_keys.map(Arc::new),
             prices,
             clock,
             limiter: Limiter::default(),
         }
     }
 
-    /// The deployed state: configuration from the environment, AWS clients from the
-    /// Lambda's environment ([`AwsEnv`]) and the Stripe keys from Secrets Manager (once per
-    /// cold start); the DynamoDB client is built (CPU: the SDK parses its endpoint
-    /// partitions) while the keys are fetched. The prices are not resolved yet: with the
-    /// state comes their resolution, which the caller drives beside the first request
-    /// (`crate::lambda`); until it ends, a handler that sells waits for it.
-    pub async fn from_env(sells: Sells) -> Result<(Self, PriceResolution), StartupError> {
+    /// The deployed state: configuration from the environment and AWS clients from the
+    /// Lambda's environment ([`AwsEnv`]); see [`AppState::start`].
+    pub async fn from_env(uses: StripeUse) -> Result<(Self, PriceResolution), StartupError> {
         let aws = AwsEnv::from_env()?;
+        let config = Config::from_env()?;
+        crate::metrics::init(config.stage.as_str());
+        Self::start(uses, config, aws).await
+    }
+
+    /// A cold start's state: the Stripe keys from Secrets Manager (once per cold start) if
+    /// the function `uses` Stripe at all; the DynamoDB client built (CPU: the SDK parses its
+    /// endpoint partitions) and its connections opened meanwhile. The prices are not
+    /// resolved yet: with the state comes their resolution, which the caller drives beside
+    /// the first request (`crate::lambda`); until it ends, a handler that sells waits for it.
+    pub async fn start(
+        uses: StripeUse,
+        config: Config,
+        aws: AwsEnv,
+    ) -> Result<(Self, PriceResolution), StartupError> {
         // Opened while the keys are fetched and the clients built: the first request makes
         // up to two calls at once (a read beside its lease).
         tokio::spawn(aws.warm_dynamodb(2));
-        let config = Config::from_env()?;
-        crate::metrics::init(config.stage.as_str());
         let fetch = async {
+            if uses == StripeUse::Never {
+                return Ok((None, StripeApi::keyless()));
+            }
             let keys = crate::secrets::load(&config, &aws).await?;
             let stripe = StripeApi::new(&config.stripe_api_base, &keys.secret_key)?;
-            Ok::<_, StartupError>((keys, stripe))
+            Ok::<_, StartupError>((Some(keys), stripe))
         };
         let (fetched, dynamodb) = tokio::join!(fetch, async { aws.dynamodb() });
         let (keys, stripe) = fetched?;
-        let (prices, resolution) = PriceBook::resolving(Self::resolve(stripe.clone(), sells));
+        let (prices, resolution) = PriceBook::resolving(Self::resolve(stripe.clone(), uses));
         let resolution: PriceResolution =
             Box::pin(async move { resolution.await.map_err(StartupError::from) });
         let state = Self::assemble(

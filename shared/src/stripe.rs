@@ -113,13 +113,18 @@ macro_rules! send {
         let request = $request;
         let operation = $crate::stripe::operation_name(&request);
         let started = std::time::Instant::now();
-        let result = request
-            .build()
-            .customize::<$output>()
-            .request_strategy($crate::stripe::strategy($key))
-            .send(&*$self.client)
-            .await
-            .map_err($crate::stripe::failure);
+        let result = match $self.client.as_deref() {
+            Some(client) => request
+                .build()
+                .customize::<$output>()
+                .request_strategy($crate::stripe::strategy($key))
+                .send(client)
+                .await
+                .map_err($crate::stripe::failure),
+            None => Err($crate::stripe::StripeFailure::Refused(
+                $crate::stripe::NO_KEY.into(),
+            )),
+        };
         $crate::metrics::stripe_call(
             operation,
             $crate::stripe::outcome(&result),
@@ -497,9 +502,14 @@ pub enum Proration {
 
 #[derive(Clone)]
 pub struct StripeApi {
-    /// Shared: the state is cloned for every route at start and into every request.
-    client: std::sync::Arc<HttpClient>,
+    /// Shared: the state is cloned for every route at start and into every request. None
+    /// in a function that never speaks to Stripe ([`StripeApi::keyless`]).
+    client: Option<std::sync::Arc<HttpClient>>,
 }
+
+/// Why a keyless client's call is refused (a bug: the function was started as one that
+/// makes no Stripe call).
+pub const NO_KEY: &str = "this function started without Stripe's keys: it makes no Stripe call";
 
 impl std::fmt::Debug for StripeApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -516,8 +526,14 @@ impl StripeApi {
         let client = HttpClient::new(api_base, secret_key, TIMEOUT)
             .map_err(|e| StripeFailure::Refused(format!("building the Stripe client: {e}")))?;
         Ok(Self {
-            client: std::sync::Arc::new(client),
+            client: Some(std::sync::Arc::new(client)),
         })
+    }
+
+    /// The client of a function that never speaks to Stripe (metering): it holds no key,
+    /// and every call is refused ([`NO_KEY`]) without leaving the process.
+    pub fn keyless() -> Self {
+        Self { client: None }
     }
 
     pub async fn create_customer(

@@ -269,3 +269,65 @@ async fn a_cold_start_reads_the_configured_secret_through_the_lambda_environment
     assert_eq!(keys.secret_key, TEST_KEY);
     assert_eq!(keys.webhook_secret, WHSEC);
 }
+
+/// The deployed start (`AppState::start`) against this ministack, on the live stage, its
+/// Stripe keys in the secret `billing/stripe`.
+async fn start(
+    ministack: &Ministack,
+    uses: shared::state::StripeUse,
+) -> Result<shared::AppState, shared::state::StartupError> {
+    let endpoint = ministack.endpoint.clone();
+    let config = shared::config::Config::from_lookup(|k| match k {
+        "STAGE" => Some("live".into()),
+        "STRIPE_SECRET_ID" => Some("billing/stripe".into()),
+        // Nothing answers here: a function that called Stripe at start could not start.
+        "STRIPE_API_BASE" => Some("http://127.0.0.1:9".into()),
+        _ => None,
+    })
+    .expect("a configuration");
+    let aws = shared::aws::AwsEnv::from_lookup(|k| match k {
+        "AWS_REGION" => Some("us-east-1".into()),
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("test".into()),
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER" => Some(endpoint.clone()),
+        "AWS_ENDPOINT_URL_DYNAMODB" => Some("http://127.0.0.1:9".into()),
+        _ => None,
+    })
+    .expect("an AWS environment");
+    let (state, prices) = shared::AppState::start(uses, config, aws).await?;
+    prices.await?;
+    Ok(state)
+}
+
+#[tokio::test]
+async fn metering_starts_without_the_stripe_secret_and_its_stripe_client_refuses_every_call() {
+    use shared::state::StripeUse;
+    let (ministack, client) = ministack().await;
+    // No secret yet: what reads it cannot start; metering, which never speaks to Stripe, can.
+    let err = start(&ministack, StripeUse::Calls)
+        .await
+        .expect_err("no start without the secret");
+    assert!(err.to_string().contains("billing/stripe"), "{err}");
+    let state = start(&ministack, StripeUse::Never)
+        .await
+        .expect("metering starts without Stripe's keys");
+    assert!(state.stripe_keys.is_none());
+    let refused = state
+        .stripe
+        .subscription("sub_1")
+        .await
+        .expect_err("a keyless client calls nothing");
+    assert!(
+        format!("{refused:?}").contains(shared::stripe::NO_KEY),
+        "{refused:?}"
+    );
+
+    // With the secret, the webhook's kind of start reads it.
+    put(&client, "billing/stripe", &keys_json(LIVE_KEY, WHSEC)).await;
+    let state = start(&ministack, StripeUse::Calls)
+        .await
+        .expect("starts with the secret");
+    assert_eq!(
+        state.stripe_keys.as_deref().map(|k| k.secret_key.as_str()),
+        Some(LIVE_KEY)
+    );
+}

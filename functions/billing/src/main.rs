@@ -1,4 +1,4 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run(billing::router, shared::state::Sells::Catalog).await
+    shared::lambda::run(billing::router, shared::state::StripeUse::Sells).await
 }

@@ -136,7 +136,11 @@ async fn receive(
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::InvalidSignature("The payload is not UTF-8.".into()))?;
     let now = state.clock.now().unix_timestamp();
-    verify(payload, signature, &state.stripe_keys.webhook_secret, now)?;
+    let keys = state
+        .stripe_keys
+        .as_deref()
+        .ok_or_else(|| ApiError::internal(shared::stripe::NO_KEY))?;
+    verify(payload, signature, &keys.webhook_secret, now)?;
     let event = Event::parse(payload).map_err(|e| {
         ApiError::invalid(
             "body",

@@ -1,4 +1,4 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::lambda::run(webhook::router, shared::state::Sells::Nothing).await
+    shared::lambda::run(webhook::router, shared::state::StripeUse::Calls).await
 }

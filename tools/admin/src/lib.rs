@@ -164,7 +164,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
                 dynamodb,
                 keys,
                 std::sync::Arc::new(SystemClock),
-                shared::state::Sells::Nothing,
+                shared::state::StripeUse::Calls,
             )
             .await?;
             let options = Options {

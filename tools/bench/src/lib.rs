@@ -121,8 +121,10 @@ pub struct Options {
     /// oha 1.16.0 (`make bench` installs it in target/tools/).
     #[arg(long, default_value = "target/tools/bin/oha")]
     pub oha: PathBuf,
-    /// Measured cold starts per binary (each binary also gets one unmeasured first run).
-    #[arg(long, default_value_t = 15)]
+    /// Measured cold starts per binary (each binary also gets one unmeasured first run). A
+    /// cold start takes a few milliseconds; with 15 the medians of the same code moved by
+    /// ±0.1× hello between runs on 2 shared cores, too much to judge a 2× budget.
+    #[arg(long, default_value_t = 40)]
     pub cold_runs: usize,
     /// Concurrent connections (oha) and concurrent callers (floor); each endpoint is loaded at
     /// each of these. One connection shows the overhead without queueing, more the throughput.

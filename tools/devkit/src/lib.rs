@@ -12,7 +12,7 @@ use shared::clock::{Clock, SystemClock};
 use shared::config::{Config, Stage};
 use shared::keys::{self, AccountId};
 use shared::secrets::StripeKeys;
-use shared::state::Sells;
+use shared::state::StripeUse;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -162,7 +162,7 @@ pub async fn local_state(
 ) -> anyhow::Result<AppState> {
     let config = Config::local(stripe_api_base);
     shared::tables::bootstrap(&client, &config.tables).await?;
-    Ok(AppState::new(config, client, local_stripe_keys(), clock, Sells::Catalog).await?)
+    Ok(AppState::new(config, client, local_stripe_keys(), clock, StripeUse::Sells).await?)
 }
 
 use shared::stripe::WEBHOOK_PATH;
@@ -306,6 +306,15 @@ impl TestApp {
         list["data"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The webhook signing secret the app checks events against.
+    pub fn webhook_secret(&self) -> &str {
+        self.state
+            .stripe_keys
+            .as_deref()
+            .map(|k| k.webhook_secret.as_str())
+            .expect("a test app is built with Stripe's keys")
+    }
+
     /// Delivers `event` to the API's webhook route as Stripe would: signed (by async-stripe's
     /// own signer) with the app's webhook secret, at the app's clock time.
     pub async fn deliver_event(&self, event: &serde_json::Value) -> reqwest::Response {
@@ -313,7 +322,7 @@ impl TestApp {
         let now = self.state.clock.now().unix_timestamp();
         let signature = stripe_webhook::Webhook::generate_test_header(
             &payload,
-            &self.state.stripe_keys.webhook_secret,
+            self.webhook_secret(),
             Some(now),
         );
         self.http

@@ -315,7 +315,7 @@ async fn bad_missing_and_stale_signatures_are_refused_and_change_nothing() {
         "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.deleted"});
     let payload = event.to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let secret = &app.state.stripe_keys.webhook_secret;
+    let secret = app.webhook_secret();
     let cases = [
         None,
         Some("t=1,v1=deadbeef".to_string()),
@@ -630,11 +630,7 @@ async fn stripe_down_is_502_and_changes_nothing() {
     let payload = event.to_string();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let signed = |payload: &str| {
-        stripe_webhook::Webhook::generate_test_header(
-            payload,
-            &app.state.stripe_keys.webhook_secret,
-            Some(now),
-        )
+        stripe_webhook::Webhook::generate_test_header(payload, app.webhook_secret(), Some(now))
     };
     let request = axum::http::Request::post("/v1/webhooks/stripe")
         .header("stripe-signature", signed(&payload))
