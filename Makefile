@@ -41,7 +41,8 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit: browser $(VENV)/.installed
+# .venv-sam holds cargo-lambda, whose Lambda Runtime API the start test runs a bootstrap against.
+unit: browser $(VENV)/.installed $(SAM_VENV)/.installed
 	$(CARGO) test --workspace --locked
 
 ## Debian's Chromium and chromedriver, for the emulator's Checkout page test.

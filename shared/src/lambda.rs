@@ -59,7 +59,13 @@ where
         // The runtime first: its poll for an event is on the wire while the start works.
         biased;
         served = serve(Started(started)) => served,
-        failed = start => failed,
+        failed = start => {
+            if let Err(e) = &failed {
+                // The process's exit prints the error's structure; the log says what it means.
+                tracing::error!(error = %e, "the function could not start");
+            }
+            failed
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 
 use crate::{BINARIES, Binary, Options, targets};
 use anyhow::{Context, bail};
+use devkit::runtime_api::RuntimeApi;
 use indicatif::ProgressBar;
 use local::serve::Stack;
 use serde::Serialize;
@@ -31,107 +32,15 @@ pub struct ColdRow {
     pub samples_ms: Vec<f64>,
 }
 
-/// The Lambda Runtime API emulator, on its own port.
-struct Watch {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl Watch {
-    async fn start(cargo_lambda: &Path, root: &Path, log: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let log = std::fs::File::create(log)?;
-        let child = tokio::process::Command::new(cargo_lambda)
-            .args(["lambda", "watch", "--only-lambda-apis"])
-            .args(["-A", "127.0.0.1", "-P", &port.to_string()])
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (make bench installs it)",
-                    cargo_lambda.display()
-                )
-            })?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("cargo lambda watch did not listen on port {port} within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Self { child, port })
-    }
-
-    fn runtime_api(&self) -> String {
-        format!("http://127.0.0.1:{}/.rt", self.port)
-    }
-
-    fn invoke_url(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
-            self.port
-        )
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// The environment the Lambda service and template.yaml give a function, pointed at the
 /// local stack.
 fn environment(binary: &Binary, runtime_api: &str, stack: &Stack) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = [
-        ("AWS_LAMBDA_RUNTIME_API", runtime_api),
-        ("AWS_LAMBDA_FUNCTION_NAME", binary.name),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
-        ("AWS_LAMBDA_LOG_STREAM_NAME", "bench"),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
-        ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "local"),
-        ("AWS_SECRET_ACCESS_KEY", "local"),
-        ("AWS_SESSION_TOKEN", "local"),
-        ("AWS_ENDPOINT_URL_DYNAMODB", &stack.dynamodb_endpoint),
-        ("STAGE", "test"),
-        ("STRIPE_API_BASE", stack.stripe.base_url()),
-        (
-            shared::secrets::SECRET_KEY_ENV,
-            shared::secrets::LOCAL_SECRET_KEY,
-        ),
-        (
-            shared::secrets::WEBHOOK_SECRET_ENV,
-            shared::secrets::LOCAL_WEBHOOK_SECRET,
-        ),
-        ("RUST_LOG", "info"),
-        ("TZ", ":UTC"),
-        ("LANG", "en_US.UTF-8"),
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.extend(
-        shared::tables::TABLES
-            .iter()
-            .map(|t| (t.env_var.to_string(), t.default_name.to_string())),
-    );
-    env
+    devkit::runtime_api::environment(
+        binary.name,
+        runtime_api,
+        &stack.dynamodb_endpoint,
+        stack.stripe.base_url(),
+    )
 }
 
 /// The binary's event from `events/`, with the development key, and for the webhook a
@@ -160,7 +69,7 @@ fn event(root: &Path, binary: &Binary, api_key: &str, run: usize) -> anyhow::Res
 
 /// One cold start: queue the invoke, exec the bootstrap, wait for the response, kill it.
 async fn cold_start(
-    watch: &Watch,
+    watch: &RuntimeApi,
     http: &reqwest::Client,
     bootstrap: &Path,
     env: &[(String, String)],
@@ -211,7 +120,7 @@ pub async fn measure(
 ) -> anyhow::Result<Vec<ColdRow>> {
     let logs = tempfile::tempdir()?;
     progress.set_message("starting cargo lambda watch --only-lambda-apis");
-    let watch = Watch::start(
+    let watch = RuntimeApi::start(
         &options.path(&options.cargo_lambda),
         &options.root,
         &logs.path().join("watch.log"),
@@ -230,7 +139,7 @@ pub async fn measure(
 async fn measure_with(
     options: &Options,
     stack: &Stack,
-    watch: &Watch,
+    watch: &RuntimeApi,
     extra_env: &[(String, String)],
     logs: &Path,
     progress: &ProgressBar,

@@ -4,6 +4,7 @@
 pub mod calls;
 pub mod faults;
 pub mod ministack;
+pub mod runtime_api;
 use anyhow::Context;
 pub use calls::{CallCounter, CallLog};
 pub use faults::DynamoFaults;
