@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 ///
 /// The start runs beside the runtime's first poll for an event rather than before it, in
 /// two parts: the state (the AWS and Stripe clients), which the first event waits for, and
-/// the prices' resolution from Stripe, which runs beside the first event's handler (only a
-/// handler that sells waits for the prices) and which the first answer waits for. A cold
+/// the prices' resolution from Stripe, which runs beside the first event's handler if that
+/// is a read (a read that sells waits for the prices) and which the first answer waits for;
+/// a write waits for both before it runs ([`Started`]). A cold
 /// start pays the longest of the three instead of their sum. A start that fails, either
 /// part, ends the process with its error before any answer, as it did before any event.
 pub async fn run(
@@ -34,8 +35,8 @@ pub async fn run(
 }
 
 /// Runs `start` beside `serve`, which is given the router `start` builds ([`Started`]).
-/// `start` gives the router and the rest of its work (`rest`): requests run once the router
-/// exists, and their answers wait for `rest`. Returns `start`'s or `rest`'s error if either
+/// `start` gives the router and the rest of its work (`rest`): reads run once the router
+/// exists and writes once `rest` has ended; every answer waits for `rest`. Returns `start`'s or `rest`'s error if either
 /// fails (no answer has gone out then), else whatever `serve` returns.
 pub async fn serve_once_started<E, R, S>(
     start: impl Future<Output = Result<(axum::Router, R), E>>,
@@ -87,8 +88,10 @@ impl Phase {
     }
 }
 
-/// The routes, once the start has built them: each request waits for them first, and its
-/// answer waits for the whole start.
+/// The routes, once the start has built them. A read (a safe method: its handler changes
+/// nothing) runs as soon as they exist, beside the rest of the start, and its answer waits
+/// for the whole start; anything else waits for the whole start before it runs, so an
+/// instance whose start fails has made no effect.
 #[derive(Clone)]
 pub struct Started(tokio::sync::watch::Receiver<Phase>);
 
@@ -108,10 +111,15 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let mut phase = self.0.clone();
+        let reads = request.method().is_safe();
         Box::pin(async move {
             const FAILED: &str = "the function's start failed";
             let router = phase
-                .wait_for(|p| p.router().is_some())
+                .wait_for(|p| match p {
+                    Phase::Routed(_) => reads,
+                    Phase::Started(_) => true,
+                    Phase::Starting => false,
+                })
                 .await
                 .map_err(|_| FAILED)?
                 .router()
@@ -224,6 +232,39 @@ mod tests {
             .await
             .expect("the handler and the rest of the start ran together");
         assert!(served.is_ok(), "{served:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_never_runs_on_an_instance_whose_start_fails() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let router = {
+            let ran = ran.clone();
+            axum::Router::new().route(
+                "/",
+                axum::routing::post(move || async move {
+                    ran.store(true, Ordering::SeqCst);
+                    "done"
+                }),
+            )
+        };
+        // The rest fails well after a write could have run beside it.
+        let rest = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err::<(), _>("Stripe has no price `billing_pro_monthly`")
+        };
+        let start = async { Ok::<_, &str>((router, rest)) };
+        let serve = |started: Started| async move {
+            let write = http::Request::post("/")
+                .body(axum::body::Body::empty())
+                .expect("a request");
+            started.oneshot(write).await?;
+            Ok(())
+        };
+        let served = tokio::time::timeout(Duration::from_secs(5), serve_once_started(start, serve))
+            .await
+            .expect("the run ended");
+        assert!(served.is_err(), "{served:?}");
+        assert!(!ran.load(Ordering::SeqCst), "the write ran");
     }
 
     #[tokio::test]
