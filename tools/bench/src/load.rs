@@ -129,29 +129,81 @@ where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    let work = Arc::new(work);
-    let started = Instant::now();
-    let deadline = started + duration;
-    let tasks: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let work = work.clone();
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    work().await?;
-                    samples.push(t.elapsed());
-                }
-                anyhow::Ok(samples)
-            })
-        })
-        .collect();
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
+    let mut samples = Samples::default();
+    samples.run(concurrency, duration, Arc::new(work)).await?;
+    Ok(samples.stats())
+}
+
+/// Two loads timed in alternating slices, `slices` each, for `duration` in all per load:
+/// the local engine slows down as a run writes to it (its log grows, checkpoints come), so
+/// a load timed wholly before the other would be judged against a different engine.
+pub async fn in_process_alternating<F, G, FutF, FutG>(
+    concurrency: usize,
+    duration: Duration,
+    slices: u32,
+    first: F,
+    second: G,
+) -> anyhow::Result<(LoadStats, LoadStats)>
+where
+    F: Fn() -> FutF + Send + Sync + 'static,
+    FutF: Future<Output = anyhow::Result<()>> + Send,
+    G: Fn() -> FutG + Send + Sync + 'static,
+    FutG: Future<Output = anyhow::Result<()>> + Send,
+{
+    let slice = duration / slices.max(1);
+    let (first, second) = (Arc::new(first), Arc::new(second));
+    let (mut a, mut b) = (Samples::default(), Samples::default());
+    for _ in 0..slices.max(1) {
+        a.run(concurrency, slice, first.clone()).await?;
+        b.run(concurrency, slice, second.clone()).await?;
     }
-    let elapsed = started.elapsed();
-    Ok(stats(&mut samples, elapsed))
+    Ok((a.stats(), b.stats()))
+}
+
+/// Call times collected over one or more timed runs.
+#[derive(Default)]
+struct Samples {
+    samples: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Samples {
+    async fn run<F, Fut>(
+        &mut self,
+        concurrency: usize,
+        duration: Duration,
+        work: Arc<F>,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send,
+    {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let tasks: Vec<_> = (0..concurrency.max(1))
+            .map(|_| {
+                let work = work.clone();
+                tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        work().await?;
+                        samples.push(t.elapsed());
+                    }
+                    anyhow::Ok(samples)
+                })
+            })
+            .collect();
+        for task in tasks {
+            self.samples.extend(task.await??);
+        }
+        self.elapsed += started.elapsed();
+        Ok(())
+    }
+
+    fn stats(mut self) -> LoadStats {
+        stats(&mut self.samples, self.elapsed)
+    }
 }
 
 /// Percentiles (nearest rank) and throughput of `samples` collected over `elapsed`.

@@ -284,7 +284,8 @@ fn writes_table(out: &mut String, rows: &[crate::writes::WriteRow]) {
          analysis counted, a paid report's credit granted by a signed webhook (each for a new \
          buyer). Endpoint: in-process HTTP requests (reqwest), each with a fresh id, for as \
          long as the reads' runs; floor: the same store calls (`shared`'s store API: the same \
-         reads and TransactWriteItems) made directly, as many callers. oha repeats one \
+         reads and TransactWriteItems) made directly, as many callers. The two alternate in \
+         ten slices each, so both meet the engine as the run's writes grow it. oha repeats one \
          request, so it cannot drive these. At one connection the budget is judged.\n"
     );
     let _ = writeln!(

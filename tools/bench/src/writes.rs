@@ -4,7 +4,9 @@
 //! reads and the same TransactWriteItems, without HTTP, routing, auth or the handler).
 //!
 //! oha sends one request again and again, and each of these must differ from the last, so
-//! both sides are driven in-process (`load::in_process`) with a fresh id per request.
+//! both sides are driven in-process with a fresh id per request, in alternating slices
+//! (`load::in_process_alternating`): every write grows the engine, and a side timed wholly
+//! after the other would meet a slower engine.
 
 use crate::load::{self, LoadStats};
 use crate::{Options, targets};
@@ -21,6 +23,9 @@ use shared::stripe::checkout::{Order, Owner, Purpose};
 use shared::tables::TableNames;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slices each side of a path is timed in, alternating with the other's.
+const SLICES: u32 = 10;
 
 /// The end user whose document credits the access path spends (no plan: each new document
 /// costs a credit).
@@ -284,22 +289,23 @@ pub async fn measure(
                 path.endpoint(),
                 options.duration
             ));
-            let c = ctx.clone();
-            let endpoint = load::in_process(connections, options.duration, move || {
-                let c = c.clone();
-                async move { c.endpoint(path).await }
-            })
+            let (c, f) = (ctx.clone(), ctx.clone());
+            let (endpoint, floor) = load::in_process_alternating(
+                connections,
+                options.duration,
+                SLICES,
+                move || {
+                    let c = c.clone();
+                    async move { c.endpoint(path).await }
+                },
+                move || {
+                    let f = f.clone();
+                    async move { f.floor(path).await }
+                },
+            )
             .await
             .with_context(|| format!("{} at {connections} connections", path.endpoint()))?;
-            progress.inc(1);
-            let c = ctx.clone();
-            let floor = load::in_process(connections, options.duration, move || {
-                let c = c.clone();
-                async move { c.floor(path).await }
-            })
-            .await
-            .with_context(|| format!("{}'s floor", path.endpoint()))?;
-            progress.inc(1);
+            progress.inc(2);
             let overhead = endpoint.p99_ms - floor.p99_ms;
             rows.push(WriteRow {
                 endpoint: path.endpoint(),
