@@ -3,12 +3,15 @@
 //! request; a revoked key is therefore refused at the latest `CACHE_TTL` after revocation.
 
 use crate::config::Stage;
+use crate::domain::Subject;
 use crate::error::ApiError;
 use crate::keys::{AccountId, ApiKey, KeyRecord};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+use crate::subscriptions::SubscriptionRecord;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a warm instance trusts a key it has read. ≤ 60 s by design.
@@ -16,10 +19,57 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_CAPACITY: u64 = 10_000;
 
 /// The authenticated caller. Taking it as a handler argument is what makes a route private.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Account {
     pub id: AccountId,
     pub mode: Stage,
+    /// The account's own subscription item, when this request has read it already: the rate
+    /// limiter reads it for the plan's limit. Only a read is given it (see
+    /// [`Account::with_own_subscription`]).
+    own_subscription: Option<Arc<Option<SubscriptionRecord>>>,
+}
+
+/// The same caller, whatever this request has read of it.
+impl PartialEq for Account {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.mode == other.mode
+    }
+}
+
+impl Eq for Account {}
+
+impl Account {
+    pub fn new(id: AccountId, mode: Stage) -> Self {
+        Self {
+            id,
+            mode,
+            own_subscription: None,
+        }
+    }
+
+    /// The caller, with its own subscription item as this request read it. The rate limiter
+    /// gives it to a read (a safe method) only: a handler that reads the same item (a status,
+    /// the usage) takes it instead of reading it again a moment later in the same request,
+    /// while a write reads what it decides on after its admission.
+    pub fn with_own_subscription(self, record: Option<SubscriptionRecord>) -> Self {
+        Self {
+            own_subscription: Some(Arc::new(record)),
+            ..self
+        }
+    }
+
+    /// The subscription item of `subject` (its key: `self` for the account's own) under this
+    /// account: the one this request read already, or one consistent read.
+    pub async fn subscription(
+        &self,
+        store: &Store,
+        subject: &str,
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        match &self.own_subscription {
+            Some(record) if subject == Subject::ACCOUNT_KEY => Ok(record.as_ref().clone()),
+            _ => store.subscription(self.id.as_str(), subject).await,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -49,10 +99,7 @@ impl Authenticator {
         header: Option<&str>,
     ) -> Result<Account, ApiError> {
         let record = self.key_record(store, header).await?;
-        Ok(Account {
-            id: record.account_id,
-            mode: record.mode,
-        })
+        Ok(Account::new(record.account_id, record.mode))
     }
 
     /// [`Self::authenticate`], answering the key's record (its hash, its own rate limit).

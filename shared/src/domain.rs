@@ -104,6 +104,9 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// The account's own key form.
+    pub const ACCOUNT_KEY: &'static str = "self";
+
     /// From an optional `external_user_id` input.
     pub fn from_input(field: &str, external_user_id: Option<&str>) -> Result<Self, InputError> {
         match external_user_id {
@@ -115,14 +118,14 @@ impl Subject {
     /// The sort key and metadata form: `self` or `user#<key form of the id>`.
     pub fn key(&self) -> String {
         match self {
-            Subject::Account => "self".to_string(),
+            Subject::Account => Self::ACCOUNT_KEY.to_string(),
             Subject::User(id) => format!("user#{}", id.key_form()),
         }
     }
 
     /// Whether `key` is a subject's key form (what our Stripe metadata carries).
     pub fn is_key(key: &str) -> bool {
-        key == "self"
+        key == Self::ACCOUNT_KEY
             || key.strip_prefix("user#").is_some_and(|id| {
                 (1..=EXTERNAL_USER_ID_MAX).contains(&id.len())
                     && id

@@ -88,10 +88,7 @@ async fn status(
     Query(q): Query<SubjectQuery>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let subject = Subject::from_input("external_user_id", q.external_user_id.as_deref())?;
-    let record = state
-        .store
-        .subscription(account.id.as_str(), &subject.key())
-        .await?;
+    let record = account.subscription(&state.store, &subject.key()).await?;
     let now = state.clock.now().unix_timestamp();
     let used = match plan_of(record.as_ref(), now, state.store.access_grace_secs()) {
         Plan::Paid { period_start, .. } => {

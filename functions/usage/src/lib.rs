@@ -90,11 +90,11 @@ impl Who {
     }
 }
 
-/// The plan that meters the subject now (1 consistent read).
-async fn plan(state: &AppState, who: &Who, now: i64) -> Result<Plan, ApiError> {
-    let record = state
-        .store
-        .subscription(&who.keys.subject.account_id, &who.keys.subject.subject)
+/// The plan that meters the subject now (1 consistent read, or none when the request read
+/// it already: [`Account::subscription`]).
+async fn plan(state: &AppState, account: &Account, who: &Who, now: i64) -> Result<Plan, ApiError> {
+    let record = account
+        .subscription(&state.store, &who.keys.subject.subject)
         .await?;
     Ok(plan_of(
         record.as_ref(),
@@ -296,7 +296,7 @@ async fn chat_messages(
     let id = body.analysis_id.as_deref().map(analysis_id).transpose()?;
     let who = who(&account, body.external_user_id.as_deref())?;
     let now = state.clock.now().unix_timestamp();
-    let plan = plan(&state, &who, now).await?;
+    let plan = plan(&state, &account, &who, now).await?;
     // Only a free subject's message depends on the analysis it is about.
     let analysis = match (&plan, &id) {
         (Plan::Free, Some(id)) => state.store.analysis_record(&who.keys.subject, id).await?,
@@ -407,7 +407,7 @@ async fn usage(
 ) -> Result<Json<UsageResponse>, ApiError> {
     let who = who(&account, q.external_user_id.as_deref())?;
     let now = state.clock.now().unix_timestamp();
-    let plan = plan(&state, &who, now).await?;
+    let plan = plan(&state, &account, &who, now).await?;
     let period = plan.period(now);
     let read = state.store.usage_now(&who.keys, &plan, now).await?;
     Ok(Json(UsageResponse {

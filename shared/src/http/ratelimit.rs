@@ -12,10 +12,12 @@
 
 use crate::auth::Account;
 use crate::catalog::Tier;
+use crate::domain::Subject;
 use crate::error::ApiError;
 use crate::metering::plan_of;
 use crate::ratelimit::{Lease, Local, Policy, Step, Window};
 use crate::state::AppState;
+use crate::subscriptions::SubscriptionRecord;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue};
@@ -51,19 +53,21 @@ pub async fn middleware(
     let Ok(record) = state.auth.key_record(&state.store, Some(&header)).await else {
         return next.run(request).await;
     };
-    // The key is checked: what runs after (the idempotency layer, the handler's `Account`)
-    // takes the account from here instead of checking it again.
-    request.extensions_mut().insert(Account {
-        id: record.account_id.clone(),
-        mode: record.mode,
-    });
+    let mut account = Account::new(record.account_id.clone(), record.mode);
     let policy = match record.rate_limit {
         Some(limit) => Policy::new("custom", limit),
         None => {
-            let tier = plan(&state, record.account_id.as_str()).await;
+            let (tier, read) = plan(&state, record.account_id.as_str()).await;
+            // A read's handler takes the item just read rather than reading it again.
+            if let (Some(own), true) = (read, request.method().is_safe()) {
+                account = account.with_own_subscription(own);
+            }
             Policy::new(tier.as_str(), tier.info().rate_limit)
         }
     };
+    // The key is checked: what runs after (the idempotency layer, the handler's `Account`)
+    // takes the account from here instead of checking it again.
+    request.extensions_mut().insert(account);
     let now_ms = (state.clock.now().unix_timestamp_nanos() / 1_000_000) as i64;
     let window = policy.window(now_ms);
     let reset = window.reset_secs(now_ms);
@@ -165,22 +169,26 @@ fn set_headers(headers: &mut HeaderMap, policy: &Policy, remaining: u32, reset: 
 }
 
 /// The account's plan (its own subscription; free without one), read once per
-/// [`crate::ratelimit::PLAN_TTL`]. A failed read fails open: the most generous plan, not
-/// remembered.
-async fn plan(state: &AppState, account: &str) -> Tier {
+/// [`crate::ratelimit::PLAN_TTL`], with the item when this call read it. A failed read fails
+/// open: the most generous plan, not remembered.
+async fn plan(state: &AppState, account: &str) -> (Tier, Option<Option<SubscriptionRecord>>) {
     if let Some(tier) = state.limiter.plan(account) {
-        return tier;
+        return (tier, None);
     }
     let now = state.clock.now().unix_timestamp();
-    match state.store.subscription(account, "self").await {
+    match state
+        .store
+        .subscription(account, Subject::ACCOUNT_KEY)
+        .await
+    {
         Ok(record) => {
             let tier = plan_of(record.as_ref(), now, state.store.access_grace_secs()).tier();
             state.limiter.remember_plan(account, tier);
-            tier
+            (tier, Some(record))
         }
         Err(e) => {
             tracing::warn!(error = %e, account, "reading the plan for the rate limit; admitting as enterprise");
-            Tier::Enterprise
+            (Tier::Enterprise, None)
         }
     }
 }

@@ -289,3 +289,35 @@ async fn a_read_runs_beside_its_lease_and_a_write_waits_for_admission() {
         "a write's calls start before its admission: {write:#?}"
     );
 }
+
+/// The reads of the subscriptions table a request sent.
+fn subscription_reads(events: &[devkit::calls::CallEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| !e.answered && e.operation == "GetItem" && e.table.ends_with("subscriptions"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_read_takes_the_plan_its_limiter_read_and_a_write_reads_its_own() {
+    // A key without a limit of its own: the limiter reads the account's plan (its own
+    // subscription item), the item these handlers read too.
+    let usage = calls_of_first_request(Method::GET, "/v1/usage", None).await;
+    assert_eq!(
+        subscription_reads(&usage),
+        1,
+        "the usage read the item its limiter had read: {usage:#?}"
+    );
+    // A write decides on what it reads after its admission: its handler reads the item again.
+    let chat = calls_of_first_request(
+        Method::POST,
+        "/v1/usage/chat-messages",
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(
+        subscription_reads(&chat),
+        2,
+        "a write decided on the limiter's read: {chat:#?}"
+    );
+}
